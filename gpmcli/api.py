@@ -1,0 +1,155 @@
+"""The Python API that the ``gpm`` CLI is a thin layer over."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gpmcli.errors import NumericalError, UsageError
+from gpmcli.fields.base import Bundle
+from gpmcli.noise import BatchNoise
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"unknown --device {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but no CUDA device is available")
+    return dev
+
+
+def resolve_bundle(model: str, checkpoint: str | None, overrides: dict[str, str] | None, *, device,
+                   trust_pickle: bool = False) -> Bundle:
+    """The bundle for ``--model`` (its registry default unless ``checkpoint``), with role overrides applied."""
+    from gpmcli.registry import Registry, load_bundle, load_component
+
+    reg = Registry.load()
+    ref = checkpoint or reg.default_bundle(model)
+    bundle = load_bundle(ref, registry=reg, device=device, trust_pickle=trust_pickle)
+    for role, r in (overrides or {}).items():
+        if r:
+            bundle.components[role] = load_component(r, role, device=device, trust_pickle=trust_pickle)
+    return bundle
+
+
+@dataclass
+class RunSummary:
+    out_dir: Path
+    n: int
+    nfe: int
+    wall: dict[str, float]
+    run_info: dict[str, Any] = field(default_factory=dict)
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("gpm", "torch", "numpy", "safetensors", "huggingface-hub", "accelerate"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def sample(model: str, *, checkpoint: str | None = None, overrides: dict[str, str] | None = None, n: int = 64,
+           batch_size: int = 64, seed: int = 0, params: dict[str, Any] | None = None, out_dir: str | Path = "samples",
+           formats: tuple[str, ...] = ("png", "npz"), resume: bool = False, device: str | None = None,
+           trust_pickle: bool = False, trajectory: bool = False, command: str | None = None,
+           progress: Callable[[int, int], None] | None = None) -> RunSummary:
+    """Draw ``n`` samples with sampler ``model`` and write them to ``out_dir`` (INTERFACES.md "Sampling output")."""
+    from gpmcli.output import SampleWriter
+    from gpmcli.samplers import get_kind
+
+    if n < 1 or batch_size < 1:
+        raise UsageError("-n and --batch-size must be positive")
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    spec = get_kind(model)
+    bundle = resolve_bundle(model, checkpoint, overrides, device=dev, trust_pickle=trust_pickle)
+    missing = [r for r in spec.roles if r not in bundle]
+    if missing:
+        raise UsageError(f"--model {model} needs a {' and a '.join(missing)} (bundle {bundle.name!r} has "
+                         f"{', '.join(bundle.components) or 'nothing'})")
+    params = dict(params or {})
+    sampler = spec.build(bundle, params)
+    target = None
+    score = bundle.get("score")
+    if score is not None and hasattr(score.module, "sample") and len(sampler.data_shape) == 1:
+        target = score.module.sample(2000, torch.Generator().manual_seed(0)).cpu().numpy()
+    writer = SampleWriter(out_dir, n, sampler.data_shape, sampler.data_range, formats, resume, target=target)
+    t_load = time.perf_counter() - t0
+
+    todo = writer.pending()
+    nfe, t_sample, t_write, frames, diagnostics = 0, 0.0, 0.0, [], []
+    done = 0
+    for start in range(0, len(todo), batch_size):
+        idx = todo[start:start + batch_size]
+        t1 = time.perf_counter()
+        res = sampler(BatchNoise(seed, idx, dev), trajectory=trajectory)
+        x = res.x.detach().float()
+        finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
+        if not bool(finite.all()):
+            frac = 1.0 - float(finite.float().mean())
+            raise NumericalError(f"non-finite particles in {frac:.1%} of batch starting at sample {idx[0]}; "
+                                 "try more steps or a smaller step size", fraction=frac)
+        x_np = x.cpu().numpy()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t2 = time.perf_counter()
+        writer.write(idx, x_np)
+        t3 = time.perf_counter()
+        t_sample += t2 - t1
+        t_write += t3 - t2
+        nfe = res.nfe
+        if res.diagnostics:
+            diagnostics.append({"first_index": idx[0], **res.diagnostics})
+        if trajectory and res.trajectory:
+            frames.append(torch.stack([f.detach().float().cpu() for f in res.trajectory], 0))
+        done += len(idx)
+        if progress:
+            progress(done, len(todo))
+
+    if trajectory and frames:
+        from gpmcli.output import write_trajectory
+
+        write_trajectory(Path(out_dir), torch.cat(frames, 1).numpy(), sampler.data_range, target=target)
+    wall = {"load": t_load, "sample": t_sample, "write": t_write}
+    run_info = {
+        "command": command or " ".join(sys.argv),
+        "model": model,
+        "bundle": bundle.name,
+        "components": {role: {"ref": c.ref, "sha256": c.sha256, "role": c.role} for role, c in bundle.components.items()},
+        "n": n, "batch_size": batch_size, "seed": seed,
+        "seeding": "sample i uses torch.Generator seeded with gpmcli.noise.sample_seed(seed, i)",
+        "params": sampler.resolved,
+        "nfe_per_sample": nfe,
+        "data_shape": list(sampler.data_shape),
+        "data_range": sampler.data_range,
+        "device": str(dev), "dtype": "float32",
+        "resumed": resume, "generated_this_run": len(todo),
+        "diagnostics": diagnostics,
+        "versions": versions(),
+    }
+    t_fin = time.perf_counter()
+    writer.finish({**run_info, "wall_seconds": {**wall, "finish": 0.0}})
+    wall["finish"] = time.perf_counter() - t_fin
+    run_info["wall_seconds"] = wall
+    return RunSummary(Path(out_dir), n, nfe, wall, run_info)

@@ -1,0 +1,109 @@
+"""The ``gpm`` command line: a thin Typer layer over :mod:`gpmcli.api`.
+
+Results go to stdout, progress and messages to stderr. Any :class:`~gpmcli.errors.GpmError` becomes one line on stderr
+and its documented exit code (INTERFACES.md); ``-v`` adds the traceback of unexpected errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from gpmcli import __version__
+from gpmcli.errors import GpmError
+
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+log = logging.getLogger("gpm")
+
+
+class _State:
+    verbosity = 0
+
+
+state = _State()
+
+
+class GpmTyper(typer.Typer):
+    """Typer app that turns gpm errors into one line and an exit code instead of a traceback."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except SystemExit:
+            raise
+        except GpmError as e:
+            err_console.print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
+            sys.exit(e.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("interrupted")
+            sys.exit(130)
+        except Exception as e:  # unexpected: one line, traceback with -v
+            if state.verbosity > 0:
+                err_console.print_exception()
+            err_console.print(f"[bold red]error:[/] unexpected {type(e).__name__}: {e} (run with -v for a traceback)",
+                              soft_wrap=True)
+            sys.exit(1)
+
+
+app = GpmTyper(
+    name="gpm",
+    help="Sample from pretrained generative particle models: diffusion, GANs, Discriminator Flow, DiffFlow, DDLS.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool):
+    if value:
+        out_console.print(f"gpm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="More messages (-vv for debug)."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="Only errors on stderr; no progress."),
+):
+    state.verbosity = -1 if quiet else verbose
+    level = logging.ERROR if quiet else (logging.INFO if verbose == 0 else logging.DEBUG)
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    logging.captureWarnings(True)
+
+
+def info(msg: str) -> None:
+    """A message on stderr unless -q."""
+    if state.verbosity >= 0:
+        err_console.print(msg, soft_wrap=True)
+
+
+def warn(msg: str) -> None:
+    if state.verbosity >= 0:
+        err_console.print(f"[yellow]warning:[/] {msg}", soft_wrap=True)
+
+
+def progress_bar(total: int, description: str):
+    """A rich progress bar on stderr (disabled with -q or when stderr is not a terminal and verbosity is 0)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=err_console, disable=state.verbosity < 0, transient=False)
+
+
+# Register the commands (each module adds its own to ``app``).
+from gpmcli.cli import sample as _sample  # noqa: E402,F401
+from gpmcli.cli import models as _models  # noqa: E402,F401
+from gpmcli.cli import metrics as _metrics  # noqa: E402,F401
+from gpmcli.cli import convert as _convert  # noqa: E402,F401
+from gpmcli.cli import train as _train  # noqa: E402,F401
+
+
+def main() -> None:
+    app(prog_name="gpm")

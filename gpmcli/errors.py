@@ -1,0 +1,51 @@
+"""Typed errors. Each carries the process exit code documented in INTERFACES.md.
+
+The CLI turns any :class:`GpmError` into one line on stderr and its exit code; library users catch them by type.
+"""
+
+from __future__ import annotations
+
+
+class GpmError(Exception):
+    """Base class: something the user can fix. ``exit_code`` is what ``gpm`` exits with."""
+
+    exit_code = 1
+
+
+class UsageError(GpmError):
+    """Bad arguments or an input that does not fit (exit 2)."""
+
+    exit_code = 2
+
+
+class NotAvailableError(UsageError):
+    """A command or option whose capability has not landed yet (exit 2)."""
+
+
+class DownloadError(GpmError):
+    """Repository, revision or file not found, no network, or offline and not cached (exit 3)."""
+
+    exit_code = 3
+
+
+class IntegrityError(GpmError):
+    """A file's sha256 does not match the pinned or announced hash (exit 4)."""
+
+    exit_code = 4
+
+
+class UnsafeFileError(GpmError):
+    """A weight file needs arbitrary code to unpickle and ``--trust-pickle`` was not given (exit 5)."""
+
+    exit_code = 5
+
+
+class NumericalError(GpmError):
+    """Particles became non-finite (exit 6)."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, step: int | None = None, fraction: float | None = None):
+        super().__init__(message)
+        self.step = step
+        self.fraction = fraction
