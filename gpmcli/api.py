@@ -128,7 +128,7 @@ def sample(model: str, *, checkpoint: str | None = None, overrides: dict[str, st
             progress(done, len(todo))
 
     if trajectory and frames:
-        from gpmcli.output import write_trajectory
+        from gpmcli.viz import write_trajectory
 
         write_trajectory(Path(out_dir), torch.cat(frames, 1).numpy(), sampler.data_range, target=target)
     wall = {"load": t_load, "sample": t_sample, "write": t_write}

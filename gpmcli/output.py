@@ -152,9 +152,3 @@ class SampleWriter:
         atomic_write_text(self.dir / "run.json", json.dumps(run_info, indent=2, default=str) + "\n")
         return files
 
-
-def write_trajectory(out_dir: Path, frames: np.ndarray, data_range, target=None) -> Path:
-    """Animation of the particles along the flow (frames: (T, N, *shape))."""
-    from gpmcli.errors import NotAvailableError
-
-    raise NotAvailableError("--trajectory is not available yet")
