@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,11 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT.parent / "shared" / "assets"
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/hubserver.py, tests/hub_fixtures.py
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+from hub_fixtures import hub_server  # noqa: E402,F401
 
 
 @pytest.fixture
@@ -19,17 +25,22 @@ def assets() -> Path:
 
 @pytest.fixture
 def cli():
-    """Run the gpm CLI in-process; returns (exit_code, stdout, stderr)."""
+    """Run the gpm CLI in-process; returns (exit_code, stdout, stderr).
+
+    A gpm error becomes its documented exit code and its one-line message on stderr, as with the real ``gpm``."""
     from typer.testing import CliRunner
 
     from gpmcli.cli import app
+    from gpmcli.errors import GpmError
 
     def run(*args: str):
         runner = CliRunner()
-        try:
-            res = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-        except SystemExit as e:  # GpmTyper exits with the documented code
-            return int(e.code or 0), "", ""
+        res = runner.invoke(app, [str(a) for a in args], catch_exceptions=True)
+        exc = res.exception
+        if exc is not None and not isinstance(exc, SystemExit):
+            if isinstance(exc, GpmError):
+                return exc.exit_code, res.stdout, res.stderr + f"error: {exc}\n"
+            raise exc
         return res.exit_code, res.stdout, res.stderr
 
     return run

@@ -73,9 +73,27 @@ def _root(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="Only errors on stderr; no progress."),
 ):
     state.verbosity = -1 if quiet else verbose
-    level = logging.ERROR if quiet else (logging.INFO if verbose == 0 else logging.DEBUG)
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    # gpm's own messages at INFO (DEBUG with -v); other libraries only warn unless -vv (no per-request HTTP lines).
+    gpm_level = logging.ERROR if quiet else (logging.INFO if verbose == 0 else logging.DEBUG)
+    root_level = logging.ERROR if quiet else (logging.WARNING if verbose < 2 else logging.DEBUG)
+    logging.basicConfig(level=root_level, format="%(message)s", handlers=[_StderrHandler()], force=True)
+    log.setLevel(gpm_level)
     logging.captureWarnings(True)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record (it may be swapped, e.g. by test runners)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
 
 
 def info(msg: str) -> None:
