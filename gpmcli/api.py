@@ -5,6 +5,7 @@ from __future__ import annotations
 import platform
 import sys
 import time
+from datetime import datetime, timezone
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,8 +61,10 @@ class RunSummary:
 def versions() -> dict[str, str]:
     import importlib.metadata as md
 
-    out = {"python": platform.python_version()}
-    for pkg in ("gpm", "torch", "numpy", "safetensors", "huggingface-hub", "accelerate"):
+    from gpmcli import __version__
+
+    out = {"python": platform.python_version(), "gpm": __version__}
+    for pkg in ("torch", "numpy", "safetensors", "huggingface-hub", "accelerate", "pillow", "typer"):
         try:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
@@ -94,7 +97,12 @@ def sample(model: str, *, checkpoint: str | None = None, overrides: dict[str, st
     score = bundle.get("score")
     if score is not None and hasattr(score.module, "sample") and len(sampler.data_shape) == 1:
         target = score.module.sample(2000, torch.Generator().manual_seed(0)).cpu().numpy()
-    writer = SampleWriter(out_dir, n, sampler.data_shape, sampler.data_range, formats, resume, target=target)
+    components = {role: {"ref": c.ref, "sha256": c.sha256, "role": c.role} for role, c in bundle.components.items()}
+    identity = {"model": model, "components": {r: c["sha256"] or c["ref"] for r, c in components.items()},
+                "seed": seed, "params": sampler.resolved}
+    writer = SampleWriter(out_dir, n, sampler.data_shape, sampler.data_range, formats, resume, target=target,
+                          identity=identity)
+    started = datetime.now(timezone.utc)
     t_load = time.perf_counter() - t0
 
     todo = writer.pending()
@@ -111,8 +119,6 @@ def sample(model: str, *, checkpoint: str | None = None, overrides: dict[str, st
             raise NumericalError(f"non-finite particles in {frac:.1%} of batch starting at sample {idx[0]}; "
                                  "try more steps or a smaller step size", fraction=frac)
         x_np = x.cpu().numpy()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
         t2 = time.perf_counter()
         writer.write(idx, x_np)
         t3 = time.perf_counter()
@@ -120,36 +126,50 @@ def sample(model: str, *, checkpoint: str | None = None, overrides: dict[str, st
         t_write += t3 - t2
         nfe = res.nfe
         if res.diagnostics:
-            diagnostics.append({"first_index": idx[0], **res.diagnostics})
+            diagnostics.append({"first_index": idx[0], "n": len(idx), **res.diagnostics})
         if trajectory and res.trajectory:
             frames.append(torch.stack([f.detach().float().cpu() for f in res.trajectory], 0))
         done += len(idx)
         if progress:
             progress(done, len(todo))
+    if not todo and writer.previous:  # resumed a finished run: nothing sampled now
+        nfe = int(writer.previous.get("nfe_per_sample") or 0)
 
+    t_fin = time.perf_counter()
     if trajectory and frames:
         from gpmcli.viz import write_trajectory
 
         write_trajectory(Path(out_dir), torch.cat(frames, 1).numpy(), sampler.data_range, target=target)
-    wall = {"load": t_load, "sample": t_sample, "write": t_write}
+    files = writer.finalize()
+    wall = {"load": t_load, "sample": t_sample, "write": t_write, "finish": time.perf_counter() - t_fin}
     run_info = {
+        "status": "complete",
         "command": command or " ".join(sys.argv),
         "model": model,
         "bundle": bundle.name,
-        "components": {role: {"ref": c.ref, "sha256": c.sha256, "role": c.role} for role, c in bundle.components.items()},
+        "components": components,
         "n": n, "batch_size": batch_size, "seed": seed,
-        "seeding": "sample i uses torch.Generator seeded with gpmcli.noise.sample_seed(seed, i)",
+        "seeding": "sample i draws all of its noise from a torch.Generator seeded with "
+                   "gpmcli.noise.sample_seed(seed, i)",
         "params": sampler.resolved,
         "nfe_per_sample": nfe,
         "data_shape": list(sampler.data_shape),
-        "data_range": sampler.data_range,
-        "device": str(dev), "dtype": "float32",
+        "data_range": list(sampler.data_range) if sampler.data_range else None,
+        "formats": sorted(writer.formats),
+        "device": str(dev), "device_name": _device_name(dev), "dtype": "float32",
         "resumed": resume, "generated_this_run": len(todo),
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds": wall,
         "diagnostics": diagnostics,
         "versions": versions(),
+        "files": files,
     }
-    t_fin = time.perf_counter()
-    writer.finish({**run_info, "wall_seconds": {**wall, "finish": 0.0}})
-    wall["finish"] = time.perf_counter() - t_fin
-    run_info["wall_seconds"] = wall
+    writer.write_run_json(run_info)
     return RunSummary(Path(out_dir), n, nfe, wall, run_info)
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return platform.processor() or platform.machine()

@@ -6,12 +6,14 @@ a model card ``README.md``. See INTERFACES.md "Checkpoint format".
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -34,14 +36,22 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and a rename: never a truncated file."""
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, *, durable: bool = False) -> Iterator[BinaryIO]:
+    """A binary file handle whose content appears under ``path`` only when the block ends without error.
+
+    It writes to a hidden temp file (``.NAME.*.tmp``) in the same folder, flushes it to disk and renames it over
+    ``path``: readers see the old file or the complete new one, never a truncated one, even if the process is
+    killed. ``durable=True`` also fsyncs before the rename (survives power loss; slower)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -51,8 +61,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = False) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and a rename: never a truncated file."""
+    with atomic_open(path, durable=durable) as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, *, durable: bool = False) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
 
 
 def model_card(config: dict[str, Any], body: str = "") -> str:
@@ -83,7 +99,7 @@ def save_checkpoint(out_dir: str | os.PathLike, module: nn.Module, config: dict[
     state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
     cfg_text = json.dumps(config, indent=2, sort_keys=False)
     blob = save(state, metadata={"format": "pt", "gpm.config": cfg_text})
-    atomic_write_bytes(out / WEIGHTS, blob)
+    atomic_write_bytes(out / WEIGHTS, blob, durable=True)
     atomic_write_text(out / CONFIG, cfg_text + "\n")
     atomic_write_text(out / CARD, card if card is not None else model_card(config))
     return out

@@ -1,6 +1,10 @@
 """Sample output: per-sample PNGs, grid, ``samples.npz``, scatter plot for low-dimensional data, ``run.json``.
 
-Every file is written through a temp file and a rename (never a truncated file under its final name).
+Every file is written through a hidden temp file and a rename, so no truncated file is ever visible under its final
+name. Resumable state lives in ``DIR/.gpm-parts/``: one ``.npz`` per written batch (its global indices and float32
+rows, written after the batch's PNGs) and ``manifest.json`` (what the samples depend on: model, checkpoints, seed,
+resolved parameters, data shape). ``run.json`` is removed when a run starts and written last, so it exists only for
+a finished run.
 """
 
 from __future__ import annotations
@@ -8,13 +12,17 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from gpmcli.checkpoint import atomic_write_bytes, atomic_write_text
+from gpmcli.checkpoint import atomic_open, atomic_write_bytes, atomic_write_text
+from gpmcli.errors import UsageError
 
 
 def is_image_shape(shape: tuple[int, ...]) -> bool:
@@ -80,15 +88,42 @@ def scatter_image(points: np.ndarray, target: np.ndarray | None = None, size: in
     return np.asarray(img)
 
 
+_SAMPLE_PNG = re.compile(r"^\d{6,}\.png$")
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    """An uncompressed ``.npz`` that ``np.load`` reads, written atomically and byte-for-byte reproducibly (fixed
+    time stamps in the zip, unlike ``np.savez``)."""
+    with atomic_open(path) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as z:
+        for name, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME)
+            info.external_attr = 0o644 << 16
+            arr = np.ascontiguousarray(arr)
+            with z.open(info, "w", force_zip64=arr.nbytes > (1 << 31)) as member:
+                np.lib.format.write_array(member, arr, allow_pickle=False)
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str, sort_keys=True))
+
+
 class SampleWriter:
     """Writes the samples of one run into ``out_dir``.
 
     ``pending()`` lists the global indices still to produce (all of them unless ``resume``); ``write(indices, x)``
-    stores one batch; ``finish(run_info)`` writes the grid / scatter, ``samples.npz`` and, last, ``run.json``.
+    stores one batch (PNGs first, then its part file); ``finish(run_info)`` writes the grid / scatter, ``samples.npz``
+    and, last, ``run.json``.
+
+    ``identity`` is what the samples depend on (model, checkpoint hashes, seed, resolved parameters); it is kept in
+    ``.gpm-parts/manifest.json`` and a ``resume`` with a different identity is refused instead of mixing samples of two
+    runs. ``primary=False`` (other processes of a distributed run) skips the clean-up and the manifest, which the
+    primary process owns.
     """
 
     def __init__(self, out_dir: str | Path, n: int, data_shape: tuple[int, ...], data_range: tuple[float, float] | None,
-                 formats: tuple[str, ...] = ("png", "npz"), resume: bool = False, target: np.ndarray | None = None):
+                 formats: tuple[str, ...] = ("png", "npz"), resume: bool = False, target: np.ndarray | None = None,
+                 identity: dict[str, Any] | None = None, primary: bool = True):
         self.dir = Path(out_dir)
         self.n = n
         self.shape = tuple(data_shape)
@@ -97,58 +132,144 @@ class SampleWriter:
         self.formats = set(formats) if self.image else {"npz"}
         self.target = target
         self.resume = resume
+        self.primary = primary
+        self.identity = _jsonable({**(identity or {}), "data_shape": list(self.shape),
+                                   "data_range": list(data_range) if data_range else None})
+        self.previous: dict[str, Any] | None = None  # run.json of the run being resumed, if it had finished
+        if self.dir.exists() and not self.dir.is_dir():
+            raise UsageError(f"-o {self.dir}: exists and is not a directory")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.parts = self.dir / ".gpm-parts"
-        self.parts.mkdir(exist_ok=True)
-        if not resume:
-            (self.dir / "run.json").unlink(missing_ok=True)
-            for p in self.parts.glob("*.npy"):
-                p.unlink()
+        self.manifest = self.parts / "manifest.json"
+        if primary:
+            self._prepare()
 
-    def _part(self, i: int) -> Path:
-        return self.parts / f"{i:06d}.npy"
+    # ---- start of a run ------------------------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        was_gpm_dir = self.parts.is_dir() or (self.dir / "run.json").is_file()
+        self.parts.mkdir(exist_ok=True)
+        for folder in (self.dir, self.parts):  # temp files of a killed run
+            for p in folder.glob(".*.tmp"):
+                p.unlink(missing_ok=True)
+        run_json = self.dir / "run.json"
+        if self.resume:
+            if run_json.is_file():
+                try:
+                    self.previous = json.loads(run_json.read_text())
+                except ValueError:
+                    self.previous = None
+            if self.manifest.is_file():
+                self._check_identity(json.loads(self.manifest.read_text()))
+        run_json.unlink(missing_ok=True)  # from now on the folder does not claim a finished run
+        if not self.resume:
+            for name in ("samples.npz", "grid.png", "scatter.png"):
+                (self.dir / name).unlink(missing_ok=True)
+            for p in self.parts.iterdir():
+                p.unlink()
+            if was_gpm_dir:
+                for p in self.dir.iterdir():
+                    if _SAMPLE_PNG.match(p.name):
+                        p.unlink()
+        atomic_write_text(self.manifest, json.dumps(self.identity, indent=2, sort_keys=True) + "\n")
+
+    def _check_identity(self, old: dict[str, Any]) -> None:
+        keys = sorted(set(old) | set(self.identity))
+        diff = [k for k in keys if old.get(k) != self.identity.get(k)]
+        if diff:
+            detail = "; ".join(f"{k}: {json.dumps(old.get(k))[:60]} then, {json.dumps(self.identity.get(k))[:60]} now"
+                               for k in diff[:3])
+            raise UsageError(f"--resume: {self.dir} holds samples of a different run ({detail}); use another -o or "
+                             "drop --resume to start over")
+
+    # ---- bookkeeping ---------------------------------------------------------------------------------------------
+    def _part_files(self) -> list[Path]:
+        return sorted(self.parts.glob("b*.npz"))
+
+    def _sources(self):
+        """(indices, rows loader) of every stored batch; a finished run's ``samples.npz`` counts as one."""
+        for p in self._part_files():
+            with np.load(p) as z:
+                yield z["indices"], p
+        npz = self.dir / "samples.npz"
+        if self.resume and npz.is_file() and self.manifest.is_file():
+            with np.load(npz) as z:
+                m = int(z["samples"].shape[0])
+            yield np.arange(m), npz
+
+    def done_indices(self) -> set[int]:
+        done: set[int] = set()
+        for idx, _ in self._sources():
+            done.update(int(i) for i in idx)
+        if "png" in self.formats:
+            pngs = {int(p[:-4]) for p in os.listdir(self.dir) if _SAMPLE_PNG.match(p)}
+            done &= pngs
+        return done
 
     def pending(self) -> list[int]:
         if not self.resume:
             return list(range(self.n))
-        todo = []
-        for i in range(self.n):
-            done = self._part(i).is_file()
-            if "png" in self.formats:
-                done = done and (self.dir / f"{i:06d}.png").is_file()
-            if not done:
-                todo.append(i)
-        return todo
+        done = self.done_indices()
+        return [i for i in range(self.n) if i not in done]
 
+    def _part(self, indices: list[int]) -> Path:
+        import zlib
+
+        crc = zlib.crc32(np.asarray(indices, dtype=np.int64).tobytes())
+        return self.parts / f"b{indices[0]:06d}-{indices[-1]:06d}-{crc:08x}.npz"
+
+    # ---- writing -------------------------------------------------------------------------------------------------
     def write(self, indices: list[int], x: np.ndarray) -> None:
+        """Store one batch: rows ``x[r]`` are samples ``indices[r]`` (float32, in the data range)."""
         x = np.asarray(x, dtype=np.float32)
-        imgs = to_uint8(x, self.range) if ("png" in self.formats) else None
-        for r, i in enumerate(indices):
-            if imgs is not None:
+        if x.shape != (len(indices), *self.shape):
+            raise ValueError(f"batch of shape {x.shape} for {len(indices)} samples of shape {self.shape}")
+        if "png" in self.formats:
+            imgs = to_uint8(x, self.range)
+            for r, i in enumerate(indices):
                 atomic_write_bytes(self.dir / f"{i:06d}.png", png_bytes(imgs[r]))
-            buf = io.BytesIO()
-            np.save(buf, x[r])
-            atomic_write_bytes(self._part(i), buf.getvalue())
+        write_npz(self._part(indices), indices=np.asarray(indices, dtype=np.int64), x=x)
 
     def collect(self) -> np.ndarray:
-        return np.stack([np.load(self._part(i)) for i in range(self.n)]).astype(np.float32)
+        """All ``n`` samples, row i = sample i."""
+        out = np.empty((self.n, *self.shape), dtype=np.float32)
+        seen = np.zeros(self.n, dtype=bool)
+        for idx, path in self._sources():
+            with np.load(path) as z:
+                rows = z["x"] if "x" in z.files else z["samples"]
+            keep = idx < self.n
+            out[idx[keep]] = rows[keep]
+            seen[idx[keep]] = True
+        if not seen.all():
+            missing = np.flatnonzero(~seen)
+            raise RuntimeError(f"{len(missing)} samples were never written (first: {missing[0]})")
+        return out
 
-    def finish(self, run_info: dict[str, Any]) -> dict[str, str]:
+    def finalize(self) -> dict[str, str]:
+        """``samples.npz``, ``grid.png`` or ``scatter.png`` from the stored batches; returns the files written."""
         allx = self.collect()
         files = {}
         if "npz" in self.formats:
-            buf = io.BytesIO()
-            np.savez(buf, samples=allx)
-            atomic_write_bytes(self.dir / "samples.npz", buf.getvalue())
+            write_npz(self.dir / "samples.npz", samples=allx)
             files["npz"] = str(self.dir / "samples.npz")
         if self.image:
             grid = grid_image(to_uint8(allx[:min(self.n, 64)], self.range))
             atomic_write_bytes(self.dir / "grid.png", png_bytes(grid))
             files["grid"] = str(self.dir / "grid.png")
-        elif self.shape and self.shape[-1] >= 2 and len(self.shape) == 1:
+            if "png" in self.formats:
+                files["png"] = str(self.dir / "NNNNNN.png")
+        elif len(self.shape) == 1 and self.shape[0] >= 2:
             atomic_write_bytes(self.dir / "scatter.png", png_bytes(scatter_image(allx, self.target)))
             files["scatter"] = str(self.dir / "scatter.png")
-        run_info = {**run_info, "files": files}
-        atomic_write_text(self.dir / "run.json", json.dumps(run_info, indent=2, default=str) + "\n")
         return files
 
+    def write_run_json(self, run_info: dict[str, Any]) -> None:
+        """The last file of a run. The per-batch parts are dropped once ``samples.npz`` holds every sample."""
+        atomic_write_text(self.dir / "run.json", json.dumps(run_info, indent=2, default=str) + "\n")
+        if "npz" in self.formats:
+            for p in self._part_files():
+                p.unlink(missing_ok=True)
+
+    def finish(self, run_info: dict[str, Any]) -> dict[str, str]:
+        files = self.finalize()
+        self.write_run_json({**run_info, "files": files})
+        return files
