@@ -26,3 +26,33 @@ def test_unknown_model_is_one_line_usage_error():
     assert p.returncode == 2
     assert "Traceback" not in p.stderr
     assert "unknown --model" in p.stderr
+
+
+def test_ci_runs_the_readme_test_command():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
+    test_cmd = next(b for b in blocks if "pytest" in b).strip().split("&&")[-1].strip()
+    ci = (root / ".ci" / "run").read_text()
+    assert test_cmd in ci.splitlines()
+    assert "torch==2.13.0" in ci and ci.index("torch==2.13.0") < ci.index('-e ".[test]"')
+
+
+def test_models_list_json_is_valid(cli):
+    import json
+
+    code, out, err = cli("models", "list", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert {"bundles", "cache", "cache_dir", "registry"} <= set(data)
+    assert any(b["name"] == "toy-pentagon" for b in data["bundles"])
+
+
+def test_gpm_errors_are_one_line_in_a_real_process(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "gpmcli", "models", "info", str(tmp_path / "nope.pth")],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
