@@ -165,30 +165,42 @@ def _map_error(e: Exception, r: HfRef, filename: str | None, endpoint: str, offl
 
 
 # ---- reachability ----------------------------------------------------------------------------------------------
-def endpoint_reachable(endpoint: str, timeout: float = 5.0) -> bool:
-    """A quick TCP check of the endpoint, so that a machine without network falls
-    back to the cache, or fails, at once instead of after huggingface_hub's retries. Skipped (assumed reachable)
-    behind a proxy."""
+_UNREACHABLE: dict[str, float] = {}  # endpoint -> time of the last failed probe
+
+
+def endpoint_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """A quick TCP check of the endpoint, so that a machine without network falls back to the cache, or fails, at
+    once instead of after huggingface_hub's retries (about 25 s). A failure is remembered for a minute; behind a
+    proxy the check is skipped (assumed reachable)."""
     import socket
+    import time
     from urllib.parse import urlsplit
 
     if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
                                        "all_proxy")):
         return True
+    if time.monotonic() - _UNREACHABLE.get(endpoint, -1e9) < 60:
+        return False
     u = urlsplit(endpoint)
     port = u.port or (443 if u.scheme == "https" else 80)
     try:
         socket.create_connection((u.hostname, port), timeout=timeout).close()
-        ok = True
+        return True
     except OSError:
-        ok = False
-    return ok
+        _UNREACHABLE[endpoint] = time.monotonic()
+        return False
 
 
 # ---- downloads -----------------------------------------------------------------------------------------------------
 def _hf_download(r: HfRef, filename: str, *, endpoint: str, cache: Path, offline: bool, force: bool) -> Path:
     from huggingface_hub import hf_hub_download
 
+    if not offline and not force and r.revision and _HEX40.match(r.revision):
+        try:  # a commit is immutable: a cached file needs no network at all
+            return Path(hf_hub_download(r.repo_id, filename, subfolder=r.subfolder, revision=r.revision,
+                                        cache_dir=cache, endpoint=endpoint, local_files_only=True))
+        except Exception:
+            pass
     if not offline and not endpoint_reachable(endpoint):
         try:  # what huggingface_hub does without network: use the cache for the revision if it is there
             return Path(hf_hub_download(r.repo_id, filename, subfolder=r.subfolder, revision=r.revision,

@@ -94,6 +94,9 @@ def test_server_down_falls_back_to_cache_or_fails(cli, repo):
     from gpmcli.hub import download_checkpoint
 
     assert download_checkpoint("hf:org/tiny").name == repo["main"]  # cached branch: reused
+    n = len(repo["server"].requests)
+    assert download_checkpoint(f"hf:org/tiny@{repo['main']}").name == repo["main"]  # pinned commit: no network
+    assert len(repo["server"].requests) == n
     code, _, err = cli("models", "info", "hf:org/tiny@v1")  # not cached
     assert code == 3 and "cannot reach" in err
     code, _, err = cli("models", "pull", "org/other")
