@@ -239,6 +239,17 @@ def download_checkpoint(ref: str, *, expected_sha256: str | None = None, force: 
     return paths["model.safetensors"].parent
 
 
+def download_file(ref: str, filename: str, *, expected_sha256: str | None = None, force: bool = False,
+                  endpoint: str | None = None, cache_dir: str | os.PathLike | None = None,
+                  offline: bool | None = None) -> Path:
+    """One file of a Hub repository (``filename`` relative to the ref's subfolder), verified like every other."""
+    r = parse_hf_ref(ref)
+    path = _hf_download(r, filename, endpoint=hub_endpoint(endpoint), cache=hub_cache_dir(cache_dir),
+                        offline=hub_offline(offline), force=force)
+    verify_file(path, expected_sha256)
+    return path
+
+
 def download_repo(ref: str, *, allow_patterns: list[str] | None = None, force: bool = False,
                   endpoint: str | None = None, cache_dir: str | os.PathLike | None = None,
                   offline: bool | None = None, expected: dict[str, str] | None = None) -> Path:

@@ -185,3 +185,25 @@ def test_ref_parsing():
     for bad in ("hf:org", "hf:org/name/../x", "hf:/name"):
         with pytest.raises(UsageError):
             parse_hf_ref(bad)
+
+
+def test_any_file_and_whole_repo(hub_server, tmp_path):
+    """Repositories that are not gpm checkpoints (e.g. feature-extractor weights, diffusers folders)."""
+    import hashlib
+
+    from gpmcli.errors import IntegrityError
+    from gpmcli.hub import download_file, download_repo
+
+    weights, cfg = os.urandom(3000), b'{"_class_name": "UNet2DModel"}'
+    hub_server.add_revision("org/feat", {"pt_inception.pth": weights, "unet/config.json": cfg,
+                                         "unet/diffusion_pytorch_model.safetensors": weights[::-1]})
+    sha = hashlib.sha256(weights).hexdigest()
+    p = download_file("hf:org/feat", "pt_inception.pth", expected_sha256=sha)
+    assert p.read_bytes() == weights
+    with pytest.raises(IntegrityError):
+        download_file("hf:org/feat", "pt_inception.pth", expected_sha256="0" * 64)
+    d = download_repo("hf:org/feat/unet")
+    assert (d / "config.json").read_bytes() == cfg and d.name == "unet"
+    full = download_repo("hf:org/feat")
+    assert {q.relative_to(full).as_posix() for q in full.rglob("*") if q.is_file()} == {
+        "pt_inception.pth", "unet/config.json", "unet/diffusion_pytorch_model.safetensors"}

@@ -180,3 +180,17 @@ def test_write_npz_is_reproducible(tmp_path):
     write_npz(tmp_path / "b.npz", samples=a)
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
     np.testing.assert_array_equal(np.load(tmp_path / "a.npz")["samples"], a)
+
+
+def test_cli_sample_format_and_resume(cli, tmp_path):
+    out = tmp_path / "o"
+    args = ("sample", "--model", "test-noisy", "-c", "toy:pentagon", "-n", "6", "-b", "4", "-o", str(out), "--json")
+    code, stdout, err = cli(*args, "--format", "npz")
+    assert code == 0, err
+    info = json.loads(stdout)
+    assert info["n"] == 6 and info["generated_this_run"] == 6 and info["formats"] == ["npz"]
+    assert {p.name for p in out.iterdir() if p.is_file()} == {"samples.npz", "grid.png", "run.json"}
+    code, stdout, err = cli(*args, "--format", "npz", "--resume")
+    assert code == 0 and json.loads(stdout)["generated_this_run"] == 0
+    code, _, err = cli(*args, "--format", "gif")
+    assert code == 2 and "--format" in err
