@@ -282,11 +282,14 @@ def download_repo(ref: str, *, allow_patterns: list[str] | None = None, force: b
 
 
 def is_cached(ref: str, *, cache_dir: str | os.PathLike | None = None) -> bool:
-    """Whether the checkpoint at ``ref`` can be loaded without the network."""
-    try:
-        download_checkpoint(ref, cache_dir=cache_dir, offline=True)
+    """Whether the checkpoint at ``ref`` is in the cache (its files are present; not hashed)."""
+    r = parse_hf_ref(ref)
+    ep, cache = hub_endpoint(), hub_cache_dir(cache_dir)
+    try:  # presence only (no hashing): listing must stay fast; `gpm models verify` hashes
+        for f in CHECKPOINT_FILES:
+            _hf_download(r, f, endpoint=ep, cache=cache, offline=True, force=False)
         return True
-    except (DownloadError, IntegrityError):
+    except DownloadError:
         return False
 
 

@@ -59,21 +59,57 @@ class Registry:
             raise UsageError(f"{path}: invalid TOML ({e})") from None
         bundles = {}
         for name, body in data.get("bundles", {}).items():
-            spec = BundleSpec(name, description=body.get("description", ""))
+            if not isinstance(body, dict):
+                raise UsageError(f"{path}: [bundles.{name}] must be a table")
+            spec = BundleSpec(name, description=str(body.get("description", "")))
             for role, v in body.items():
-                if role == "description":
+                if role in ("description", "notes", "license"):
                     continue
                 if isinstance(v, str):
                     spec.components[role] = ComponentSpec(role, v)
-                else:
+                elif isinstance(v, dict) and isinstance(v.get("ref"), str):
                     spec.components[role] = ComponentSpec(role, v["ref"], v.get("sha256"))
+                else:
+                    raise UsageError(f"{path}: bundles.{name}.{role} must be a reference string or "
+                                     "{ ref = ..., sha256 = ... }")
             bundles[name] = spec
-        return cls(bundles, dict(data.get("defaults", {})), root)
+        defaults = {str(k): str(v) for k, v in data.get("defaults", {}).items()}
+        return cls(bundles, defaults, root)
 
     def default_bundle(self, kind: str) -> str:
         if kind not in self.defaults:
             raise UsageError(f"no default bundle for --model {kind}; pass --checkpoint")
         return self.defaults[kind]
+
+    def problems(self) -> list[str]:
+        """What is wrong with the registry itself: unpinned Hub components, missing local checkpoints, defaults that
+        name no bundle. (Checked by the test suite, so every bundle added stays reproducible.)"""
+        from gpmcli.hub import parse_hf_ref
+
+        out = []
+        for kind, name in self.defaults.items():
+            if name not in self.bundles:
+                out.append(f"default for --model {kind} names no bundle: {name!r}")
+        for name, spec in self.bundles.items():
+            for role, c in spec.components.items():
+                where = f"bundles.{name}.{role}"
+                if c.ref.startswith("hf:"):
+                    try:
+                        r = parse_hf_ref(c.ref)
+                    except UsageError as e:
+                        out.append(f"{where}: {e}")
+                        continue
+                    if not r.revision:
+                        out.append(f"{where}: {c.ref} has no pinned @REV")
+                    if not c.sha256 or len(c.sha256) != 64:
+                        out.append(f"{where}: {c.ref} has no sha256 of model.safetensors")
+                elif c.ref.startswith("toy:"):
+                    continue
+                else:
+                    p = Path(c.ref) if Path(c.ref).is_absolute() else self.root / c.ref
+                    if not (p / "model.safetensors").is_file() or not (p / "config.json").is_file():
+                        out.append(f"{where}: {c.ref} is not a checkpoint directory under {self.root}")
+        return out
 
 
 def load_component(ref: str, role: str | None = None, *, sha256: str | None = None, device="cpu",

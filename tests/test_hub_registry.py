@@ -1,0 +1,34 @@
+"""The shipped registry stays loadable and reproducible (every bundle added to it is checked here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpmcli.checkpoint import sha256_file
+from gpmcli.errors import UsageError
+from gpmcli.registry import Registry
+
+
+def test_shipped_registry_is_pinned_and_complete():
+    reg = Registry.load()
+    assert reg.bundles, "checkpoints/registry.toml lists no bundle"
+    assert reg.problems() == []
+    for name, spec in reg.bundles.items():
+        for role, c in spec.components.items():
+            if c.sha256 and not c.ref.startswith(("hf:", "toy:")):
+                assert sha256_file(reg.root / c.ref / "model.safetensors") == c.sha256, f"{name}.{role}"
+
+
+def test_registry_problems_and_bad_entries(tmp_path):
+    (tmp_path / "registry.toml").write_text(
+        '[defaults]\nedm = "nope"\n\n[bundles.a]\nscore = "hf:org/x"\ndiscriminator = "missing-dir"\n')
+    probs = Registry.load(tmp_path).problems()
+    assert any("names no bundle" in p for p in probs)
+    assert any("no pinned @REV" in p for p in probs) and any("no sha256" in p for p in probs)
+    assert any("missing-dir" in p for p in probs)
+    (tmp_path / "registry.toml").write_text("[bundles.a]\nscore = 3\n")
+    with pytest.raises(UsageError, match="bundles.a.score"):
+        Registry.load(tmp_path)
+    (tmp_path / "registry.toml").write_text("[bundles.a\n")
+    with pytest.raises(UsageError, match="invalid TOML"):
+        Registry.load(tmp_path)
