@@ -33,6 +33,7 @@ class _NoisyChain:
         self.data_shape = tuple(params.get("shape") or (1, 8, 8))
         self.data_range = (-1.0, 1.0) if len(self.data_shape) == 3 else None
         self.delay = float(params.get("delay") or 0.0)
+        self.hold_from = params.get("hold_from")  # block (until killed) on the batch that starts at this index
         self.resolved["shape"] = list(self.data_shape)
 
     def __call__(self, noise, trajectory=False):
@@ -43,6 +44,8 @@ class _NoisyChain:
             x = torch.tanh(x)
         if self.delay:
             time.sleep(self.delay)
+        if self.hold_from is not None and noise.indices[0] >= self.hold_from:
+            time.sleep(600)
         return SampleResult(x, nfe=self.steps, diagnostics={"mean": float(x.mean())})
 
 
@@ -134,7 +137,7 @@ _CHILD = """
 import sys
 sys.path[:0] = [{root!r}, {tests!r}]
 import test_output
-test_output._run({out!r}, n=40, b=4, delay=0.25)
+test_output._run({out!r}, n=40, b=4, delay=0.05, hold_from=12)
 """
 
 
@@ -148,7 +151,8 @@ def test_killed_run_resumes_to_identical_files(tmp_path):
     deadline = time.time() + 120
     try:
         while time.time() < deadline and child.poll() is None:
-            if out.is_dir() and len(list(out.glob("0*.png"))) >= 8:
+            parts = list((out / ".gpm-parts").glob("b*.npz")) if out.is_dir() else []
+            if len(parts) >= 3:  # three batches of 4 are written; the fourth blocks
                 break
             time.sleep(0.05)
         assert child.poll() is None, child.stderr.read().decode()[-2000:]
@@ -159,13 +163,13 @@ def test_killed_run_resumes_to_identical_files(tmp_path):
             child.kill()
             child.wait()
     written = sorted(out.glob("0*.png"))
-    assert 8 <= len(written) < 40
+    assert len(written) == 12
     assert not (out / "run.json").exists() and not (out / "samples.npz").exists()
     for p in written:  # every file under a final name is complete
         Image.open(p).load()
         assert p.read_bytes() == (ref / p.name).read_bytes()
     s = _run(out, n=40, b=6, resume=True)
-    assert s.run_info["generated_this_run"] <= 40 - len(written) + 4  # at most the batch in flight redone
+    assert s.run_info["generated_this_run"] == 28
     assert _files(out) == _files(ref)
     assert not list(out.glob(".*.tmp"))
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
@@ -194,3 +198,17 @@ def test_cli_sample_format_and_resume(cli, tmp_path):
     assert code == 0 and json.loads(stdout)["generated_this_run"] == 0
     code, _, err = cli(*args, "--format", "gif")
     assert code == 2 and "--format" in err
+
+
+def test_atomic_open_never_exposes_a_partial_file(tmp_path):
+    from gpmcli.checkpoint import atomic_open
+
+    target = tmp_path / "x.png"
+    target.write_bytes(b"old complete file")
+    with pytest.raises(RuntimeError):
+        with atomic_open(target) as f:
+            f.write(b"half of the new")
+            assert target.read_bytes() == b"old complete file"  # not visible while being written
+            raise RuntimeError("killed")
+    assert target.read_bytes() == b"old complete file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]
