@@ -56,3 +56,8 @@ def test_gpm_errors_are_one_line_in_a_real_process(tmp_path):
                        capture_output=True, text=True)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+    # brackets in a message are text, not console markup
+    p = subprocess.run([sys.executable, "-m", "gpmcli", "models", "info", "hf:not a repo"], capture_output=True,
+                       text=True)
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "hf:ORG/NAME[@REV][/SUBFOLDER]" in p.stderr

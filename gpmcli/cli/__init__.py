@@ -12,6 +12,7 @@ import sys
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gpmcli import __version__
 from gpmcli.errors import GpmError
@@ -37,7 +38,7 @@ class GpmTyper(typer.Typer):
         except SystemExit:
             raise
         except GpmError as e:
-            err_console.print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, soft_wrap=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -45,8 +46,8 @@ class GpmTyper(typer.Typer):
         except Exception as e:  # unexpected: one line, traceback with -v
             if state.verbosity > 0:
                 err_console.print_exception()
-            err_console.print(f"[bold red]error:[/] unexpected {type(e).__name__}: {e} (run with -v for a traceback)",
-                              soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] unexpected {type(e).__name__}: {escape(str(e))} "
+                              "(run with -v for a traceback)", soft_wrap=True)
             sys.exit(1)
 
 
@@ -99,12 +100,12 @@ class _StderrHandler(logging.StreamHandler):
 def info(msg: str) -> None:
     """A message on stderr unless -q."""
     if state.verbosity >= 0:
-        err_console.print(msg, soft_wrap=True)
+        err_console.print(msg, soft_wrap=True, markup=False)
 
 
 def warn(msg: str) -> None:
     if state.verbosity >= 0:
-        err_console.print(f"[yellow]warning:[/] {msg}", soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {escape(msg)}", soft_wrap=True)
 
 
 def progress_bar(total: int, description: str):

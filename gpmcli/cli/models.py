@@ -6,6 +6,7 @@ import json
 import sys
 
 import typer
+from rich.text import Text
 
 from gpmcli.cli import app, info as say, out_console, state
 from gpmcli.errors import DownloadError, IntegrityError
@@ -56,15 +57,15 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
     for b in data["bundles"]:
         comps = "\n".join(f"{r}: {c['ref']}" for r, c in b["components"].items())
         avail = "\n".join("yes" if c["available"] else "no (pull)" for c in b["components"].values())
-        t.add_row(b["name"], ", ".join(b["default_for"]) or "-", comps, avail, b["description"])
+        t.add_row(*map(Text, (b["name"], ", ".join(b["default_for"]) or "-", comps, avail, b["description"])))
     out_console.print(t)
     c = Table(title=f"Hub cache ({data['cache_dir']})", title_justify="left")
     for col in ("repository", "revision", "refs", "gpm checkpoints", "size"):
         c.add_column(col)
     for repo in data["cache"]:
         for rev in repo["revisions"]:
-            c.add_row(repo["repo_id"], rev["commit"][:12], ", ".join(rev["refs"]) or "-",
-                      ", ".join(rev["gpm_checkpoints"]) or "-", _size(rev["size_on_disk"]))
+            c.add_row(*map(Text, (repo["repo_id"], rev["commit"][:12], ", ".join(rev["refs"]) or "-",
+                                  ", ".join(rev["gpm_checkpoints"]) or "-", _size(rev["size_on_disk"]))))
     if data["cache"]:
         out_console.print(c)
     else:
@@ -132,7 +133,8 @@ def info(ref: str = typer.Argument(..., help="Bundle name, checkpoint dir, weigh
     for col in ("tensor", "shape", "dtype", "parameters"):
         t.add_column(col, justify="right" if col == "parameters" else "left")
     for row in data["tensors"]:
-        t.add_row(row["name"], "x".join(map(str, row["shape"])) or "scalar", row["dtype"], f"{row['numel']:,}")
+        t.add_row(*map(Text, (row["name"], "x".join(map(str, row["shape"])) or "scalar", row["dtype"],
+                              f"{row['numel']:,}")))
     out_console.print(t)
     for k, v in (data.get("other") or {}).items():
         _p(f"  (non-tensor) {k} = {v}")
