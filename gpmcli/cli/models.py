@@ -51,7 +51,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
     data = models.list_models()
     if as_json:
         return _json(data)
-    t = Table(title=f"bundles ({data['registry']})", title_justify="left")
+    t = Table(title=Text(f"bundles ({data['registry']})"), title_justify="left")
     for col in ("bundle", "default for", "components", "available", "description"):
         t.add_column(col)
     for b in data["bundles"]:
@@ -59,7 +59,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
         avail = "\n".join("yes" if c["available"] else "no (pull)" for c in b["components"].values())
         t.add_row(*map(Text, (b["name"], ", ".join(b["default_for"]) or "-", comps, avail, b["description"])))
     out_console.print(t)
-    c = Table(title=f"Hub cache ({data['cache_dir']})", title_justify="left")
+    c = Table(title=Text(f"Hub cache ({data['cache_dir']})"), title_justify="left")
     for col in ("repository", "revision", "refs", "gpm checkpoints", "size"):
         c.add_column(col)
     for repo in data["cache"]:
