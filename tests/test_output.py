@@ -212,3 +212,18 @@ def test_atomic_open_never_exposes_a_partial_file(tmp_path):
             raise RuntimeError("killed")
     assert target.read_bytes() == b"old complete file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.png"]
+
+
+def test_hub_checkpoint_is_recorded_in_run_json(hub_server, tmp_path):
+    from hub_fixtures import files_of_dir
+
+    from gpmcli.checkpoint import save_checkpoint, sha256_file
+    from gpmcli.nets.mlp import MLP
+
+    arch = {"name": "mlp", "kwargs": {"in_dim": 2, "out_dim": 2, "hidden": 8, "depth": 1}}
+    ckpt = save_checkpoint(tmp_path / "ck", MLP(**arch["kwargs"]), {"role": "score", "arch": arch})
+    hub_server.add_revision("org/s", files_of_dir(ckpt), tags=("v1",))
+    s = api.sample("test-noisy", checkpoint="hf:org/s@v1", n=2, batch_size=2, out_dir=tmp_path / "o", device="cpu")
+    comp = json.loads((tmp_path / "o" / "run.json").read_text())["components"]["score"]
+    assert comp == {"ref": "hf:org/s@v1", "sha256": sha256_file(ckpt / "model.safetensors"), "role": "score"}
+    assert s.run_info["components"]["score"] == comp
