@@ -704,3 +704,36 @@ def component_from_module(module: str, weights: str, role: str, *, kwargs: dict[
               "provenance": {"source": str(wpath.resolve()), "license": "unknown", "sha256": digest}, "metrics": {}}
     return Component(role=role, module=net, config=config, ref=f"{path.name}:{cls}+{wpath.name}", path=None,
                      sha256=digest)
+
+
+def _split_role(value: str, default_role: str | None, flag: str) -> tuple[str, str]:
+    head, sep, rest = value.partition("=")
+    if sep and head in ROLES:
+        return head, rest
+    if default_role is None:
+        raise UsageError(f"{flag} {value!r}: say which role it is for ({flag} ROLE=..., or --role ROLE)")
+    if default_role not in ROLES:
+        raise UsageError(f"--role must be one of {', '.join(ROLES)}, not {default_role!r}")
+    return default_role, value
+
+
+def module_options(modules: list[str] | None, weights: list[str] | None, kwargs: list[str] | None,
+                   meta: list[str] | None, role: str | None) -> dict[str, dict[str, Any]]:
+    """Parse ``gpm sample``'s ``--module/--weights/--kwargs/--meta [ROLE=]VALUE`` (each repeatable) by role.
+
+    Returns ``{role: {"module", "weights", "kwargs", "meta"}}`` for :func:`gpmcli.api.resolve_bundle`.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for flag, values, field in (("--module", modules, "module"), ("--weights", weights, "weights"),
+                                ("--kwargs", kwargs, "kwargs"), ("--meta", meta, "meta")):
+        for v in values or []:
+            r, val = _split_role(v, role, flag)
+            entry = out.setdefault(r, {})
+            if field in entry:
+                raise UsageError(f"{flag} given twice for role {r}")
+            entry[field] = parse_json(val, f"{flag} {r}") if field in ("kwargs", "meta") else val
+    for r, e in out.items():
+        if "module" not in e or "weights" not in e:
+            raise UsageError(f"role {r}: --module and --weights go together (got only "
+                             f"{', '.join('--' + k for k in e)})")
+    return out
