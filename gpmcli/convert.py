@@ -640,11 +640,16 @@ def _size2(s) -> list[int]:
 
 
 def parameterization_from_scheduler(scfg: dict[str, Any]) -> dict[str, Any]:
-    """``eps``/``x0``/``v`` with the DDPM schedule (beta schedule + alphas_cumprod) of a diffusers scheduler config."""
+    """``eps`` with the DDPM schedule (beta schedule + alphas_cumprod) of a diffusers scheduler config.
+
+    The network is called as ``net(x_t, t)`` with ``t`` the (fractional) training timestep (``noise_cond``
+    ``"timestep"``).
+    """
     pred = scfg.get("prediction_type", "epsilon")
-    kind = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}.get(pred)
-    if kind is None:
-        raise UsageError(f"scheduler prediction_type {pred!r} is not supported")
+    if pred != "epsilon":
+        raise UsageError(f"scheduler prediction_type {pred!r} is not supported (gpm reads epsilon-prediction "
+                         "UNets); convert with --from state-dict and give --meta instead")
+    kind = "eps"
     T = int(scfg.get("num_train_timesteps", 1000))
     bs = scfg.get("beta_schedule", "linear")
     b0, b1 = float(scfg.get("beta_start", 1e-4)), float(scfg.get("beta_end", 0.02))
@@ -661,7 +666,7 @@ def parameterization_from_scheduler(scfg: dict[str, Any]) -> dict[str, Any]:
         raise UsageError(f"scheduler beta_schedule {bs!r} is not supported")
     ac = torch.cumprod(1.0 - betas, 0)
     sig = ((1 - ac) / ac).sqrt()
-    return {"type": kind, "time_input": "timestep",
+    return {"type": kind, "noise_cond": "timestep",
             "schedule": {"kind": bs, "beta_start": b0, "beta_end": b1, "num_train_timesteps": T,
                          "alphas_cumprod": [float(a) for a in ac]},
             "sigma_min": float(sig[0]), "sigma_max": float(sig[-1]), "sigma_data": 0.5}
