@@ -575,17 +575,23 @@ def _diffusers_folder(src: str) -> tuple[Path, str]:
         if not p.is_dir():
             raise UsageError(f"--from diffusers expects a folder or hf:ORG/NAME[@REV], not {src}")
         return p, str(p.resolve())
-    ref = src[3:]
-    repo, _, rev = ref.partition("@")
+    patterns = ["*.json", "*.safetensors", "*.md"]
+    try:  # gpm's Hub layer: pinned revisions, cache reuse, offline mode, every file verified
+        from gpmcli.hub import download_repo
+    except ImportError:  # pragma: no cover - older hub module
+        download_repo = None
+    if download_repo is not None:
+        path = download_repo(src, allow_patterns=patterns)
+        return Path(path), src
+    repo, _, rev = src[3:].partition("@")
     try:
         from huggingface_hub import snapshot_download
 
-        path = snapshot_download(repo, revision=rev or None,
-                                 allow_patterns=["*.json", "*.safetensors", "unet/*", "scheduler/*"])
+        path = snapshot_download(repo, revision=rev or None, allow_patterns=patterns)
     except Exception as e:
-        raise DownloadError(f"could not download {src}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                            ) from None
-    return Path(path), f"hf:{repo}@{rev}" if rev else f"hf:{repo}"
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise DownloadError(f"could not download {src}: {type(e).__name__}: {msg}") from None
+    return Path(path), src
 
 
 def convert_diffusers(src: str, out: str | Path, *, meta: dict[str, Any] | None = None, license: str | None = None,
