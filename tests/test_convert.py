@@ -6,7 +6,6 @@ torch.load(weights_only=True) and compared with the converted checkpoint loaded 
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 
@@ -17,6 +16,15 @@ from torch import nn
 from gpmcli.checkpoint import load_checkpoint, read_config
 
 torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks: one intra-op thread is faster, and much faster on a loaded machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def gpm(*args) -> int:
@@ -357,7 +365,7 @@ def test_score_sde_shadow_count_mismatch_is_usage_error(tmp_path, user_net):
     assert rc == 2 and not (tmp_path / "o").exists()
 
 
-def test_user_module_checkpoint_needs_trust(tmp_path, user_net, cli):
+def test_user_module_checkpoint_needs_trust(tmp_path, user_net):
     net = _tiny(user_net)
     torch.save(net.state_dict(), tmp_path / "w.pt")
     assert gpm("-q", "convert", tmp_path / "w.pt", "--from", "state-dict", "--module", f"{user_net}:TinyScore",

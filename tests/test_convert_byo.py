@@ -68,6 +68,15 @@ SCORE_PY = textwrap.dedent('''
 ''')
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks: one intra-op thread is faster, and much faster on a loaded machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def wgan_files(tmp_path, assets):
     (tmp_path / "wgan.py").write_text(WGAN_PY)
