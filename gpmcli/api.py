@@ -46,6 +46,9 @@ def resolve_bundle(model: str, checkpoint: str | None, overrides: dict[str, str]
     from gpmcli.registry import Registry, load_bundle, load_component
 
     modules = modules or {}
+    both = [r for r in modules if (overrides or {}).get(r)]
+    if both:
+        raise UsageError(f"--{both[0]} and --module {both[0]}=... both replace the {both[0]}; give one of them")
     given = set(modules) | {r for r, v in (overrides or {}).items() if v}
     if checkpoint is None and needed and set(needed) <= given:
         bundle = Bundle("+".join(sorted(given)), {})

@@ -135,6 +135,9 @@ def test_resolve_bundle_from_modules_needs_no_registry(wgan_files, monkeypatch):
                            needed=("generator", "discriminator"))
     assert set(b.components) == {"generator", "discriminator"}
     assert b["discriminator"].config["output"] == "critic"
+    with pytest.raises(UsageError, match="both replace"):
+        api.resolve_bundle("ddls", None, {"generator": "somewhere"}, device=torch.device("cpu"), modules=mods,
+                           needed=("generator", "discriminator"))
 
 
 def test_score_module_needs_parameterization(tmp_path):
