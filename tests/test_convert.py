@@ -222,7 +222,7 @@ def test_shipped_checkpoints_match_a_fresh_conversion(converted):
     _, out = converted
     for shipped, fresh in [("mnist-mlp-gan/generator", "mlp-g"), ("mnist-mlp-gan/discriminator", "mlp-d"),
                            ("mnist-wgangp/generator", "wgan-g"), ("mnist-wgangp/critic", "wgan-c"),
-                           ("mnist-lenet", "lenet")]:
+                           ("mnist-lenet", "lenet"), ("mnist-dcgan-netd", "dcgan-d")]:
         a, b = load_file(str(root / shipped / "model.safetensors")), load_file(str(out / fresh / "model.safetensors"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), shipped
         assert read_config(root / shipped) == read_config(out / fresh), shipped
