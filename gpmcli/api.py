@@ -36,16 +36,37 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def resolve_bundle(model: str, checkpoint: str | None, overrides: dict[str, str] | None, *, device,
-                   trust_pickle: bool = False) -> Bundle:
-    """The bundle for ``--model`` (its registry default unless ``checkpoint``), with role overrides applied."""
+                   trust_pickle: bool = False, modules: dict[str, dict[str, Any]] | None = None,
+                   needed: tuple[str, ...] = ()) -> Bundle:
+    """The bundle for ``--model`` (its registry default unless ``checkpoint``), with role overrides applied.
+
+    ``modules`` maps a role to a network used without converting (``{"module": "FILE.py:Class", "weights": PATH,
+    "kwargs": {...}, "meta": {...}}``, see :func:`gpmcli.convert.component_from_module`); it replaces that role.
+    When overrides and modules provide every ``needed`` role, no default bundle is loaded.
+    """
     from gpmcli.registry import Registry, load_bundle, load_component
 
-    reg = Registry.load()
-    ref = checkpoint or reg.default_bundle(model)
-    bundle = load_bundle(ref, registry=reg, device=device, trust_pickle=trust_pickle)
+    modules = modules or {}
+    both = [r for r in modules if (overrides or {}).get(r)]
+    if both:
+        raise UsageError(f"--{both[0]} and --module {both[0]}=... both replace the {both[0]}; give one of them")
+    given = set(modules) | {r for r, v in (overrides or {}).items() if v}
+    if checkpoint is None and needed and set(needed) <= given:
+        bundle = Bundle("+".join(sorted(given)), {})
+    else:
+        reg = Registry.load()
+        ref = checkpoint or reg.default_bundle(model)
+        bundle = load_bundle(ref, registry=reg, device=device, trust_pickle=trust_pickle)
     for role, r in (overrides or {}).items():
         if r:
             bundle.components[role] = load_component(r, role, device=device, trust_pickle=trust_pickle)
+    if modules:
+        from gpmcli.convert import component_from_module
+
+        for role, m in modules.items():
+            bundle.components[role] = component_from_module(m["module"], m["weights"], role, kwargs=m.get("kwargs"),
+                                                            meta=m.get("meta"), trust_pickle=trust_pickle,
+                                                            device=device)
     return bundle
 
 
@@ -76,7 +97,8 @@ def sample(model: str, *, checkpoint: str | None = None, overrides: dict[str, st
            batch_size: int = 64, seed: int = 0, params: dict[str, Any] | None = None, out_dir: str | Path = "samples",
            formats: tuple[str, ...] = ("png", "npz"), resume: bool = False, device: str | None = None,
            trust_pickle: bool = False, trajectory: bool = False, command: str | None = None,
-           progress: Callable[[int, int], None] | None = None) -> RunSummary:
+           progress: Callable[[int, int], None] | None = None,
+           modules: dict[str, dict[str, Any]] | None = None) -> RunSummary:
     """Draw ``n`` samples with sampler ``model`` and write them to ``out_dir`` (INTERFACES.md "Sampling output")."""
     from gpmcli.output import SampleWriter
     from gpmcli.samplers import get_kind
@@ -86,7 +108,8 @@ def sample(model: str, *, checkpoint: str | None = None, overrides: dict[str, st
     t0 = time.perf_counter()
     dev = resolve_device(device)
     spec = get_kind(model)
-    bundle = resolve_bundle(model, checkpoint, overrides, device=dev, trust_pickle=trust_pickle)
+    bundle = resolve_bundle(model, checkpoint, overrides, device=dev, trust_pickle=trust_pickle, modules=modules,
+                            needed=tuple(spec.roles))
     missing = [r for r in spec.roles if r not in bundle]
     if missing:
         raise UsageError(f"--model {model} needs a {' and a '.join(missing)} (bundle {bundle.name!r} has "

@@ -116,7 +116,7 @@ def read_config(ckpt_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_checkpoint(ckpt_dir: str | os.PathLike, *, ref: str | None = None, expected_sha256: str | None = None,
-                    device: str | torch.device = "cpu") -> Component:
+                    device: str | torch.device = "cpu", trust_code: bool = False) -> Component:
     """Load a checkpoint directory into a :class:`Component` (network rebuilt from its config, eval mode)."""
     from safetensors.torch import load_file
 
@@ -133,7 +133,12 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, *, ref: str | None = None, expe
     config = read_config(d)
     if config.get("gpm_format", 0) > GPM_FORMAT:
         raise UsageError(f"{d}: checkpoint format {config['gpm_format']} is newer than this gpm understands; upgrade gpm")
-    module = build_arch(config["arch"])
+    if config["arch"].get("name") == "user-module":  # architecture shipped as a Python file (gpm convert --module)
+        from gpmcli.convert import build_user_module
+
+        module = build_user_module(config["arch"], d, trust_code=trust_code)
+    else:
+        module = build_arch(config["arch"])
     try:
         state = load_file(str(wpath), device=str(device))
     except Exception as e:  # safetensors raises its own error types

@@ -126,14 +126,14 @@ def load_component(ref: str, role: str | None = None, *, sha256: str | None = No
         from gpmcli.hub import download_checkpoint
 
         path = download_checkpoint(ref, expected_sha256=sha256)
-        comp = load_checkpoint(path, ref=ref, expected_sha256=sha256, device=device)
+        comp = load_checkpoint(path, ref=ref, expected_sha256=sha256, device=device, trust_code=trust_pickle)
     else:
         p = Path(ref)
         if not p.is_absolute() and base is not None and not p.exists():
             p = base / p
         if not p.exists():
             raise UsageError(f"checkpoint not found: {ref} (not a registry name, directory, hf: or toy: reference)")
-        comp = load_checkpoint(p, ref=ref, expected_sha256=sha256, device=device)
+        comp = load_checkpoint(p, ref=ref, expected_sha256=sha256, device=device, trust_code=trust_pickle)
     if role is not None and comp.role != role and not (role == "features" and comp.role == "classifier"):
         raise UsageError(f"{ref} is a {comp.role} checkpoint, but a {role} is needed here")
     return comp

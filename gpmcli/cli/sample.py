@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -54,9 +54,11 @@ def sample(
     ddls_step: Optional[float] = typer.Option(None, "--ddls-step", help="DDLS step size epsilon.", rich_help_panel=_SAMPLER),
     ddls_steps: Optional[int] = typer.Option(None, "--ddls-steps", help="DDLS number of steps.", rich_help_panel=_SAMPLER),
     mala: bool = typer.Option(False, "--mala", help="DDLS: Metropolis-adjusted (report acceptance).", rich_help_panel=_SAMPLER),
-    module: Optional[str] = typer.Option(None, "--module", help="FILE.py:Class for a network gpm has not converted.", rich_help_panel="Bring your own network"),
-    weights: Optional[str] = typer.Option(None, "--weights", help="Weights for --module.", rich_help_panel="Bring your own network"),
-    role: Optional[str] = typer.Option(None, "--role", help="Role of --module/--weights.", rich_help_panel="Bring your own network"),
+    module: Optional[List[str]] = typer.Option(None, "--module", help="[ROLE=]FILE.py:Class for a network gpm has not converted (repeat per role).", rich_help_panel="Bring your own network"),
+    weights: Optional[List[str]] = typer.Option(None, "--weights", help="[ROLE=]PATH: weights for --module.", rich_help_panel="Bring your own network"),
+    kwargs: Optional[List[str]] = typer.Option(None, "--kwargs", help="[ROLE=]JSON: constructor kwargs for --module.", rich_help_panel="Bring your own network"),
+    meta: Optional[List[str]] = typer.Option(None, "--meta", help='[ROLE=]JSON: role data as in config.json, e.g. score={"parameterization": {"type": "edm"}, "data": {"shape": [2]}}.', rich_help_panel="Bring your own network"),
+    role: Optional[str] = typer.Option(None, "--role", help="Role of --module/--weights/--kwargs/--meta given without ROLE=.", rich_help_panel="Bring your own network"),
     out: Path = typer.Option(Path("samples"), "-o", "--out", help="Output directory.", rich_help_panel=_IO),
     fmt: str = typer.Option("png,npz", "--format", help="png,npz | npz | png.", rich_help_panel=_IO),
     resume: bool = typer.Option(False, "--resume", help="Skip samples already written in --out.", rich_help_panel=_IO),
@@ -82,10 +84,9 @@ def sample(
         from gpmcli.errors import NotAvailableError
 
         raise NotAvailableError("--precision/--compile are not available yet")
-    if module or weights:
-        from gpmcli.errors import NotAvailableError
+    from gpmcli.convert import module_options
 
-        raise NotAvailableError("--module/--weights are not available yet")
+    modules = module_options(module, weights, kwargs, meta, role)
     params = {
         "steps": steps, "lambda": lam, "family": family, "sde": sde, "predictor": predictor, "corrector": corrector,
         "snr": snr, "corrector_steps": corrector_steps, "pc_order": pc_order, "snr_norm": snr_norm, "rtol": rtol,
@@ -100,7 +101,8 @@ def sample(
         summary = api.sample(model, checkpoint=checkpoint, overrides=overrides, n=n, batch_size=batch_size, seed=seed,
                              params=params, out_dir=out, formats=formats, resume=resume, device=device,
                              trust_pickle=trust_pickle, trajectory=trajectory, command=command,
-                             progress=lambda done, total: bar.update(task, completed=done, total=total))
+                             progress=lambda done, total: bar.update(task, completed=done, total=total),
+                             modules=modules)
     if as_json:
         out_console.print_json(json.dumps(summary.run_info, default=str))
     else:
