@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Tiny networks: one intra-op thread is fastest, and pytest-xdist already runs one worker per core.
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT.parent / "shared" / "assets"
