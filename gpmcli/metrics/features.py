@@ -85,6 +85,18 @@ class Pipeline:
         raise NotImplementedError
 
 
+def inception_preprocess(images: torch.Tensor, resize_mode: str = "tf1") -> torch.Tensor:
+    """uint8 (B, 1|3, H, W) -> float (B, 3, 299, 299) in [-1, 1] with the given resize convention."""
+    if images.shape[1] == 1:
+        images = images.expand(-1, 3, -1, -1)
+    elif images.shape[1] != 3:
+        raise UsageError(f"Inception features need 1 or 3 channels, got {images.shape[1]}")
+    x = images.float()
+    if resize_mode == "tf1":
+        return (resize(x, (299, 299), "tf1") - 128.0) / 128.0
+    return 2.0 * resize(x / 255.0, (299, 299), "torch-bilinear") - 1.0
+
+
 class InceptionPipeline(Pipeline):
     dim = 2048
 
@@ -124,15 +136,7 @@ class InceptionPipeline(Pipeline):
         self.net = net
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 1|3, H, W) -> float (B, 3, 299, 299) in [-1, 1]."""
-        if images.shape[1] == 1:
-            images = images.expand(-1, 3, -1, -1)
-        elif images.shape[1] != 3:
-            raise UsageError(f"Inception features need 1 or 3 channels, got {images.shape[1]}")
-        x = images.float()
-        if self.resize_mode == "tf1":
-            return (resize(x, (299, 299), "tf1") - 128.0) / 128.0
-        return 2.0 * resize(x / 255.0, (299, 299), "torch-bilinear") - 1.0
+        return inception_preprocess(images, self.resize_mode)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.preprocess(images)
