@@ -111,6 +111,8 @@ def fid(gen, ref, *, features: str = "inception", inception_weights=None, lenet_
     srcs = {"GEN": open_source(gen), "REF": open_source(ref)}
     want_id = pipeline.id if pipeline is not None else pipeline_id(features, resize)
     need_feats = kid or prdc
+    if all(isinstance(s, Stats) for s in srcs.values()):
+        _check_compatible(srcs["GEN"], srcs["REF"], "GEN", "REF")
     for name, s in srcs.items():
         if isinstance(s, Stats):
             if need_feats:
@@ -118,9 +120,7 @@ def fid(gen, ref, *, features: str = "inception", inception_weights=None, lenet_
             if s.pipeline and s.pipeline != want_id:
                 raise UsageError(f"pipelines differ: {name} statistics were made with {s.pipeline}, but this run "
                                  f"uses {want_id}; pass the matching --features/--resize")
-    if all(isinstance(s, Stats) for s in srcs.values()):
-        _check_compatible(srcs["GEN"], srcs["REF"], "GEN", "REF")
-    elif pipeline is None:
+    if pipeline is None and not all(isinstance(s, Stats) for s in srcs.values()):
         pipeline = make_pipeline(features, inception_weights=inception_weights, lenet_weights=lenet_weights,
                                  resize_mode=resize, device=device)
     stats, feats = {}, {}

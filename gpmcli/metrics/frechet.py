@@ -75,7 +75,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, *, n1: int | None = None, n2: int
         bad = 1 if _rank_deficient(w1) else (2 if _rank_deficient(lam) else 0)
         if bad:
             w = w1 if bad == 1 else lam
-            warnings.warn(f"covariance {bad} is rank-deficient (eigenvalue ratio {float(w.min() / w.max()):.3g}); "
+            const = int(np.sum(np.diag(s1 if bad == 1 else s2) <= 0.0))
+            why = f"; {const} features are constant" if const else ""
+            warnings.warn(f"covariance {bad} is rank-deficient (eigenvalue ratio {float(w.min() / w.max()):.3g}{why}); "
                           "the Fréchet distance may be unreliable", MetricWarning, stacklevel=2)
     diff = mu1 - mu2
     fd = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)

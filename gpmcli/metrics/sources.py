@@ -214,7 +214,7 @@ class ArraySource(ImageSource):
     def batches(self, batch_size: int, n: int | None = None, workers: int = 0) -> Iterator[torch.Tensor]:
         n = min(n or len(self), len(self))
         for i in range(0, n, batch_size):
-            yield torch.from_numpy(self.images[i:min(i + batch_size, n)])
+            yield torch.from_numpy(np.array(self.images[i:min(i + batch_size, n)]))
 
 
 class TensorSource(ImageSource):
@@ -231,6 +231,33 @@ class TensorSource(ImageSource):
     batches = ArraySource.batches
 
 
+def read_idx_images(path: str | Path) -> np.ndarray:
+    """An MNIST-style idx3 image file (optionally .gz) -> uint8 (N, 1, H, W)."""
+    import gzip
+    import struct
+
+    p = Path(path)
+    opener = gzip.open if p.suffix == ".gz" else open
+    try:
+        with opener(p, "rb") as fh:
+            data = fh.read()
+    except OSError as e:
+        raise UsageError(f"{p}: cannot read ({e})") from None
+    if len(data) < 16:
+        raise UsageError(f"{p}: not an idx3 image file")
+    magic, n, h, w = struct.unpack(">IIII", data[:16])
+    if magic != 0x803 or len(data) != 16 + n * h * w:
+        raise UsageError(f"{p}: not an idx3 uint8 image file (magic {magic:#x})")
+    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n, 1, h, w)
+
+
+class IdxSource(TensorSource):
+    """MNIST-style ``*-idx3-ubyte[.gz]`` files."""
+
+    def __init__(self, path: Path):
+        super().__init__(read_idx_images(path), name=str(path))
+
+
 def open_source(src, data_range: tuple[float, float] | None = None) -> ImageSource | Stats:
     """An image folder, ``samples.npz``, statistics ``.npz``, or an in-memory array / :class:`Stats`."""
     if isinstance(src, (Stats, ImageSource)):
@@ -244,9 +271,11 @@ def open_source(src, data_range: tuple[float, float] | None = None) -> ImageSour
         return FolderSource(p)
     if not p.exists():
         raise UsageError(f"{p}: no such file or folder")
+    if "idx3-ubyte" in p.name:
+        return IdxSource(p)
     if p.suffix == ".npz":
         return load_stats(p) if is_stats_file(p) else ArraySource(p, data_range)
-    raise UsageError(f"{p}: expected an image folder, samples.npz or a statistics .npz")
+    raise UsageError(f"{p}: expected an image folder, samples.npz, a statistics .npz or an idx3-ubyte file")
 
 
 def default_workers() -> int:
