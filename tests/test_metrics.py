@@ -167,3 +167,22 @@ def test_prdc_direct_definition_small():
     got = prdc(real, fake, chunk=7)
     assert (got["precision"], got["recall"]) == pytest.approx((prec, rec), abs=1e-12)
     assert (got["density"], got["coverage"]) == pytest.approx((dens, cov), abs=1e-12)
+
+
+def test_constant_features_do_not_warn():
+    """Dead units (zero variance in both sets) make the covariances singular but do not change the distance."""
+    rng = np.random.default_rng(7)
+    x, y = rng.standard_normal((300, 12)), rng.standard_normal((300, 12)) + 0.3
+    x[:, :3] = 0.0
+    y[:, :3] = 0.0
+    m1, s1 = feature_moments(x)
+    m2, s2 = feature_moments(y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fd = frechet_distance(m1, s1, m2, s2, n1=300, n2=300)
+    full = frechet_distance(m1[3:], s1[3:, 3:], m2[3:], s2[3:, 3:])
+    assert fd == pytest.approx(full, rel=1e-10)
+    y[:, 5] = y[:, 4]  # a genuine deficiency in set 2 is still reported
+    m2, s2 = feature_moments(y)
+    with pytest.warns(MetricWarning, match="covariance 2 is rank-deficient"):
+        frechet_distance(m1, s1, m2, s2, n1=300, n2=300)

@@ -38,9 +38,10 @@ def _psd_eig(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return w, v
 
 
-def _rank_deficient(w: np.ndarray) -> bool:
+def _n_small(w: np.ndarray) -> int:
+    """Number of eigenvalues that are zero up to round-off."""
     top = float(np.max(np.abs(w))) if w.size else 0.0
-    return top == 0.0 or float(np.min(w)) <= top * w.size * np.finfo(np.float64).eps
+    return int(w.size) if top == 0.0 else int(np.sum(w <= top * w.size * np.finfo(np.float64).eps))
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, *, n1: int | None = None, n2: int | None = None,
@@ -70,14 +71,16 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, *, n1: int | None = None, n2: int
     lam = np.linalg.eigvalsh(0.5 * (m + m.T))
     tr_covmean = float(np.sqrt(np.clip(lam, 0.0, None)).sum())
     if warn and not any(n is not None and n <= d for n in (n1, n2)):
-        # M = A S2 A with A = sqrt(S1): when S1 has full rank, M is congruent to S2 (same rank, Sylvester), so its
-        # eigenvalues reveal a rank-deficient S2 without a third decomposition
-        bad = 1 if _rank_deficient(w1) else (2 if _rank_deficient(lam) else 0)
+        # Features that are constant in a set (dead ReLU units) make its covariance singular but add nothing to the
+        # distance; warn only about a deficiency they do not explain. M = A S2 A with A = sqrt(S1) has
+        # rank(M) <= min(rank S1, rank S2), so zeros of M beyond those of S1 reveal a deficient S2 without a third
+        # decomposition.
+        small1, small_m = _n_small(w1), _n_small(lam)
+        const1, const2 = int(np.sum(np.diag(s1) <= 0.0)), int(np.sum(np.diag(s2) <= 0.0))
+        bad = 1 if small1 > const1 else (2 if small_m > max(small1, const2) else 0)
         if bad:
-            w = w1 if bad == 1 else lam
-            const = int(np.sum(np.diag(s1 if bad == 1 else s2) <= 0.0))
-            why = f"; {const} features are constant" if const else ""
-            warnings.warn(f"covariance {bad} is rank-deficient (eigenvalue ratio {float(w.min() / w.max()):.3g}{why}); "
+            extra = small1 - const1 if bad == 1 else small_m - max(small1, const2)
+            warnings.warn(f"covariance {bad} is rank-deficient ({extra} zero eigenvalues besides constant features); "
                           "the Fréchet distance may be unreliable", MetricWarning, stacklevel=2)
     diff = mu1 - mu2
     fd = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
