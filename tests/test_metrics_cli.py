@@ -65,6 +65,28 @@ def test_stats_and_fid_roundtrip(cli, tmp_path, assets, digits):
     assert 0.0 <= r2["precision"] <= 1.0 and 0.0 <= r2["coverage"] <= 1.0 and r2["density"] > 0.5
 
 
+def test_gpm_sample_folder_layout(tmp_path, digits):
+    """A gpm sample folder: per-sample PNGs count, grid.png does not; samples.npz (if present) gives the same images."""
+    from gpmcli.metrics.sources import open_source
+    from gpmcli.output import grid_image, png_bytes, to_uint8
+
+    x = digits[:20].astype(np.float32) / 255 * 2 - 1
+    d = tmp_path / "run"
+    d.mkdir()
+    imgs = to_uint8(x, (-1.0, 1.0))
+    for i, im in enumerate(imgs):
+        (d / f"{i:06d}.png").write_bytes(png_bytes(im))
+    (d / "grid.png").write_bytes(png_bytes(grid_image(imgs)))
+    (d / "run.json").write_text(json.dumps({"data_range": [-1, 1]}))
+    src = open_source(d)
+    a = np.concatenate([b.numpy() for b in src.batches(7, workers=0)])
+    assert len(src) == 20 and np.array_equal(a, digits[:20])
+    np.savez(d / "samples.npz", samples=x)
+    src = open_source(d)
+    assert type(src).__name__ == "ArraySource"
+    assert np.array_equal(np.concatenate([b.numpy() for b in src.batches(7)]), a)
+
+
 def _gpm(capsys, *args):
     """Run the real entry point in-process (GpmTyper turns errors into one line + exit code)."""
     from gpmcli.cli import app

@@ -118,7 +118,10 @@ class FolderSource(ImageSource):
     def __init__(self, path: Path):
         self.path = path
         self.name = str(path)
-        self.files = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        if (path / "run.json").is_file():  # a gpm sample folder: per-sample NNNNNN.png only (no grid, animation)
+            files = [p for p in files if p.stem.isdigit()]
+        self.files = sorted(str(p) for p in files)
         if not self.files:
             raise UsageError(f"{path}: no PNG/JPEG images in this folder")
 
@@ -266,7 +269,8 @@ def open_source(src, data_range: tuple[float, float] | None = None) -> ImageSour
         return TensorSource(src)
     p = Path(src)
     if p.is_dir():
-        if (p / "samples.npz").is_file() and not any(p.glob("*.png")):
+        # a gpm sample folder with samples.npz: read the array (same uint8 values as its PNGs, no decoding)
+        if (p / "samples.npz").is_file() and ((p / "run.json").is_file() or not any(p.glob("*.png"))):
             return ArraySource(p / "samples.npz", data_range)
         return FolderSource(p)
     if not p.exists():
