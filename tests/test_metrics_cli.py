@@ -153,3 +153,29 @@ def test_inception_weights_hint(cli, tmp_path, monkeypatch, digits):
     torch.save({"conv.weight": torch.zeros(3)}, bad)
     with pytest.raises(UsageError, match="not FID Inception-v3 weights"):
         make_pipeline("inception", inception_weights=str(bad))
+
+
+def test_hf_weights_reference(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    from gpmcli.errors import DownloadError, UsageError
+    from gpmcli.metrics.features import resolve_weights_file
+
+    calls = []
+
+    def fake(repo_id, filename, revision=None, **kw):
+        calls.append((repo_id, filename, revision))
+        if repo_id == "org/missing":
+            raise OSError("404 not found")
+        p = tmp_path / "w.pth"
+        p.write_bytes(b"x")
+        return str(p)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
+    assert resolve_weights_file("hf:org/name@abc123/sub/pt_inception.pth") == tmp_path / "w.pth"
+    assert resolve_weights_file("hf:org/name/w.pth").is_file()
+    assert calls == [("org/name", "sub/pt_inception.pth", "abc123"), ("org/name", "w.pth", None)]
+    with pytest.raises(DownloadError, match="download failed"):
+        resolve_weights_file("hf:org/missing/w.pth")
+    with pytest.raises(UsageError, match="expected hf:ORG/NAME"):
+        resolve_weights_file("hf:org/name")
