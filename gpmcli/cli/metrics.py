@@ -25,14 +25,6 @@ def _device(device: Optional[str]):
     return device
 
 
-def _progress(total: int, what: str):
-    from gpmcli.cli import progress_bar
-
-    bar = progress_bar(total, what)
-    task = bar.add_task(what, total=total)
-    return bar, (lambda k: bar.advance(task, k))
-
-
 @app.command()
 def fid(
     gen: str = typer.Argument(..., help="Generated samples: image folder, samples.npz or statistics .npz."),
