@@ -79,7 +79,11 @@ class Pipeline:
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self.forward(images.to(self.device, non_blocking=True))
+        images = images.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":  # full float32 convolutions: TF32 would move features by ~1e-3
+            with torch.backends.cudnn.flags(enabled=True, benchmark=True, deterministic=False, allow_tf32=False):
+                return self.forward(images)
+        return self.forward(images)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
