@@ -167,6 +167,8 @@ class VPSDE(SDE):
         if not 0 < beta_min < beta_max:
             raise UsageError(f"VP SDE needs 0 < beta_min < beta_max (got {beta_min}, {beta_max})")
         self.beta_0, self.beta_1 = float(beta_min), float(beta_max)
+        if self.beta_1 / self.N >= 1.0:
+            raise UsageError(f"VP ladder with N = {self.N} has beta_N = beta_max / N >= 1; use --steps > {self.beta_1:g}")
         self.discrete_betas = torch.linspace(beta_min / self.N, beta_max / self.N, self.N, dtype=torch.float64)
         self.alphas = 1.0 - self.discrete_betas
         self.alphas_cumprod = torch.cumprod(self.alphas, 0)

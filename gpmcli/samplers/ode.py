@@ -1,6 +1,14 @@
 """Probability-flow ODE sampler (Song et al. 2021; ALGORITHMS.md section 3): kind ``ode``.
 
-``dx/dt = f(x, t) - g(t)^2 grad log p_t(x) / 2`` integrated from t = 1 to eps with an adaptive Dormand-Prince RK45
+``dx/dt = f(x, t) - g(t)^2 grad log p_t(x) / 2`` integrated from t = 1 to eps. gpm integrates it after the exact
+change of variables ``x~ = x / m(t)``, ``u = ln sigma(t)`` (sigma(t) = s(t)/m(t)), where it reads
+
+    dx~/du = x~ - D(x~, e^u),
+
+the same ODE for VE, VP and sub-VP (the SDE fixes only the end points sigma(1), sigma(eps) and the prior). In t the
+VP/sub-VP right-hand side has a 1/sqrt(t) singularity at t -> 0 (sigma(t) ~ sqrt(beta_0 t)) that fools the embedded
+error estimate (measured: 1.2e-3 error against the closed-form Gaussian flow at rtol = atol = 1e-5 when integrating in
+t, 1e-5 in ln sigma). The solver is an adaptive Dormand-Prince RK45
 (5th-order solution, embedded 4th-order error estimate, FSAL) written in torch. The solver runs on the particles'
 device; each sample has its own step size and its own accept/reject decision, so a sample's path never depends on
 the rest of its batch. The only host round trip per step is the "all samples finished?" check. Error norm and step
@@ -128,22 +136,24 @@ class ODESampler(ScoreSamplerBase):
         r.update({k: v for k, v in self.sde.describe().items() if k not in ("sde", "N")})
         r["solver"] = "dopri5 (per-sample adaptive)"
 
-    def drift(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.sde.reverse_drift(self.den, x, t, probability_flow=True)
+    def drift(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``dx~/du`` in sigma-space, u = ln sigma (u: (B,) float64)."""
+        return x - self.den(x, torch.exp(u).to(x.dtype))
 
     def __call__(self, noise: BatchNoise, *, trajectory: bool = False) -> SampleResult:
         timer = PhaseTimer(noise.device)
         sde = self.sde
-        x = noise.randn(self.data_shape).to(self.dtype) * sde.prior_std
+        m1, s1 = (float(v) for v in sde.marginal(sde.T))
+        me, se = (float(v) for v in sde.marginal(sde.eps))
+        x = noise.randn(self.data_shape).to(self.dtype) * (sde.prior_std / m1)  # x~ = x_1 / m(1)
         frames = Frames(trajectory, 1)
         frames.add(x, force=True)
         timer.mark("init")
         with torch.no_grad():
-            x, nfe = dopri45(self.drift, x, sde.T, sde.eps, self.rtol, self.atol,
+            x, nfe = dopri45(self.drift, x, math.log(s1 / m1), math.log(se / me), self.rtol, self.atol,
                              on_step=(lambda z, k: frames.add(z, force=True)) if trajectory else None)
             timer.mark("solve")
-            m, s = sde.marginal(torch.tensor(sde.eps, dtype=torch.float64))
-            x = sde.denoise_ms(self.den, x, m, s)
+            x = self.den(x, torch.full((x.shape[0],), se / me, dtype=x.dtype, device=x.device))
             frames.add(x, force=True)
             timer.mark("denoise")
         nfe = nfe + 1

@@ -116,7 +116,9 @@ class PCSampler(ScoreSamplerBase):
                 gn, nn_ = flat_norm(s), flat_norm(xi)
                 if self.snr_norm == "batch":
                     gn, nn_ = gn.mean().expand_as(gn), nn_.mean().expand_as(nn_)
-                eps = per_sample(2 * alpha * (self.snr * nn_ / gn) ** 2, x)
+                # a score that vanishes in float32 (D(x, sigma) == x at tiny sigma) gives no step, not an inf one
+                ratio = torch.where(gn > 0, nn_ / gn.clamp_min(torch.finfo(gn.dtype).tiny), torch.zeros_like(gn))
+                eps = per_sample(2 * alpha * (self.snr * ratio) ** 2, x)
             else:  # ald: NCSN step size from the marginal std
                 std = float(sde.marginal(t)[1])
                 eps = 2 * alpha * (self.snr * std) ** 2
