@@ -5,6 +5,8 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
+torch.set_num_threads(1)  # one core (OMP_NUM_THREADS=1); extra threads only contend
+
 from gpmcli.fields.base import Bundle  # noqa: E402
 from gpmcli.fields.score import denoiser_from_component, eps_component  # noqa: E402
 from gpmcli.samplers import get_kind  # noqa: E402
