@@ -1,0 +1,258 @@
+"""VE, VP and sub-VP SDEs (Song et al. 2021; ALGORITHMS.md section 2) on top of a sigma-space denoiser.
+
+Every SDE here has a Gaussian perturbation kernel ``x_t = m(t) x0 + s(t) z``. In sigma-space that is
+``x_t / m(t) = x0 + sigma(t) z`` with ``sigma(t) = s(t) / m(t)``, so the score of the SDE's marginal is obtained from
+any :class:`~gpmcli.fields.base.Denoiser` (whatever network parameterisation produced it) as
+
+    grad log p_t(x) = (m(t) D(x / m(t), sigma(t)) - x) / s(t)^2.
+
+This is the map that lets a VE/EDM model run in VP samplers and a VP (DDPM) model in sigma-space samplers.
+Time coefficients are computed in float64 and cast to the state's dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from gpmcli.errors import UsageError
+from gpmcli.fields.base import Denoiser
+
+
+def _t64(t, like: torch.Tensor | None = None) -> torch.Tensor:
+    dev = like.device if like is not None else None
+    return torch.as_tensor(t, dtype=torch.float64, device=dev)
+
+
+def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A (B,) or scalar coefficient as (B, 1, ..., 1) in x's dtype."""
+    v = v.to(dtype=x.dtype, device=x.device)
+    if v.ndim == 0:
+        v = v.expand(x.shape[0])
+    return v.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+class SDE:
+    """Forward SDE ``dx = f(x, t) dt + g(t) dw`` on t in [0, T = 1] with a Gaussian kernel."""
+
+    name = "sde"
+    T = 1.0
+    eps = 1e-3
+
+    def __init__(self, n: int = 1000):
+        if n < 1:
+            raise UsageError("--steps must be >= 1")
+        self.N = int(n)
+
+    # -- kernel ---------------------------------------------------------------------------------------------------
+    def marginal(self, t) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(m(t), s(t))``: mean coefficient and std of ``x_t | x0`` (float64)."""
+        raise NotImplementedError
+
+    def sigma(self, t) -> torch.Tensor:
+        """Noise level in sigma-space, ``s(t) / m(t)``."""
+        m, s = self.marginal(t)
+        return s / m
+
+    def t_of_sigma(self, sigma) -> torch.Tensor:
+        raise NotImplementedError
+
+    def f(self, x: torch.Tensor, t) -> torch.Tensor:
+        raise NotImplementedError
+
+    def g2(self, t) -> torch.Tensor:
+        raise NotImplementedError
+
+    def g(self, t) -> torch.Tensor:
+        return torch.sqrt(self.g2(t))
+
+    @property
+    def prior_std(self) -> float:
+        raise NotImplementedError
+
+    # -- fields ---------------------------------------------------------------------------------------------------
+    def score(self, den: Denoiser, x: torch.Tensor, t) -> torch.Tensor:
+        """``grad log p_t(x)`` from a sigma-space denoiser (t scalar or (B,))."""
+        m, s = self.marginal(_t64(t, x))
+        return self.score_ms(den, x, m, s)
+
+    @staticmethod
+    def score_ms(den: Denoiser, x: torch.Tensor, m, s) -> torch.Tensor:
+        """Score of ``x = m x0 + s z`` given the kernel coefficients (float64 scalars or (B,) tensors)."""
+        m, s = _t64(m, x), _t64(s, x)
+        sig = (s / m)
+        if sig.ndim == 0:
+            sig = sig.expand(x.shape[0])
+        mb, sb = _bcast(m, x), _bcast(s, x)
+        d = den(x / mb, sig.to(x.dtype))
+        return (mb * d - x) / sb**2
+
+    @staticmethod
+    def denoise_ms(den: Denoiser, x: torch.Tensor, m, s) -> torch.Tensor:
+        """Tweedie's posterior mean ``E[x0 | x_t = x]``."""
+        m, s = _t64(m, x), _t64(s, x)
+        sig = (s / m)
+        if sig.ndim == 0:
+            sig = sig.expand(x.shape[0])
+        return den(x / _bcast(m, x), sig.to(x.dtype))
+
+    def reverse_drift(self, den: Denoiser, x: torch.Tensor, t, probability_flow: bool = False) -> torch.Tensor:
+        """``f - g^2 s`` (reverse SDE) or ``f - g^2 s / 2`` (probability-flow ODE), per unit forward time."""
+        t = _t64(t, x)
+        w = 0.5 if probability_flow else 1.0
+        return self.f(x, t) - w * _bcast(self.g2(t), x) * self.score(den, x, t)
+
+    # -- discrete ladder ------------------------------------------------------------------------------------------
+    def discrete_marginal(self, i: int) -> tuple[float, float]:
+        """Kernel ``(m_i, s_i)`` of level ``i`` (0 = least noise) of the N-level ladder."""
+        raise NotImplementedError
+
+    def timesteps(self, device=None) -> torch.Tensor:
+        """The reverse-time grid ``linspace(T, eps, N)`` (float64)."""
+        return torch.linspace(self.T, self.eps, self.N, dtype=torch.float64, device=device)
+
+    def describe(self) -> dict:
+        raise NotImplementedError
+
+
+class VESDE(SDE):
+    """``sigma(t) = smin (smax/smin)^t``, ``f = 0``, ``g = sigma(t) sqrt(2 ln(smax/smin))``."""
+
+    name = "ve"
+    eps = 1e-5
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, n: int = 1000):
+        super().__init__(n)
+        if not 0 < sigma_min < sigma_max:
+            raise UsageError(f"VE SDE needs 0 < sigma_min < sigma_max (got {sigma_min}, {sigma_max})")
+        self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
+        self._log_ratio = math.log(self.sigma_max / self.sigma_min)
+        self.discrete_sigmas = torch.exp(torch.linspace(math.log(sigma_min), math.log(sigma_max), self.N,
+                                                        dtype=torch.float64))
+
+    def marginal(self, t):
+        t = _t64(t)
+        s = self.sigma_min * torch.exp(t * self._log_ratio)
+        return torch.ones_like(s), s
+
+    def t_of_sigma(self, sigma):
+        return torch.log(_t64(sigma) / self.sigma_min) / self._log_ratio
+
+    def f(self, x, t):
+        return torch.zeros_like(x)
+
+    def g2(self, t):
+        s = self.marginal(t)[1]
+        return s**2 * 2 * self._log_ratio
+
+    @property
+    def prior_std(self) -> float:
+        return self.sigma_max
+
+    def discrete_marginal(self, i: int):
+        return 1.0, float(self.discrete_sigmas[i])
+
+    def describe(self):
+        return {"sde": "ve", "sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "N": self.N, "eps": self.eps}
+
+
+class VPSDE(SDE):
+    """``beta(t) = b0 + t (b1 - b0)``, ``f = -beta x / 2``, ``g = sqrt(beta)``; ladder ``beta_i = linspace(b0/N, b1/N)``."""
+
+    name = "vp"
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, n: int = 1000):
+        super().__init__(n)
+        if not 0 < beta_min < beta_max:
+            raise UsageError(f"VP SDE needs 0 < beta_min < beta_max (got {beta_min}, {beta_max})")
+        self.beta_0, self.beta_1 = float(beta_min), float(beta_max)
+        if self.beta_1 / self.N >= 1.0:
+            raise UsageError(f"VP ladder with N = {self.N} has beta_N = beta_max / N >= 1; use --steps > {self.beta_1:g}")
+        self.discrete_betas = torch.linspace(beta_min / self.N, beta_max / self.N, self.N, dtype=torch.float64)
+        self.alphas = 1.0 - self.discrete_betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, 0)
+
+    def _log_mean(self, t):
+        t = _t64(t)
+        return -0.25 * t**2 * (self.beta_1 - self.beta_0) - 0.5 * t * self.beta_0
+
+    def beta(self, t):
+        return self.beta_0 + _t64(t) * (self.beta_1 - self.beta_0)
+
+    def marginal(self, t):
+        lm = self._log_mean(t)
+        return torch.exp(lm), torch.sqrt(-torch.expm1(2 * lm))
+
+    def t_of_sigma(self, sigma):
+        # sigma^2 = e^{-2 lm} - 1  ->  (b1-b0)/2 t^2 + b0 t - ln(1 + sigma^2) = 0
+        c = torch.log1p(_t64(sigma) ** 2)
+        a = 0.5 * (self.beta_1 - self.beta_0)
+        return (-self.beta_0 + torch.sqrt(self.beta_0**2 + 4 * a * c)) / (2 * a)
+
+    def f(self, x, t):
+        return -0.5 * _bcast(self.beta(t), x) * x
+
+    def g2(self, t):
+        return self.beta(t)
+
+    @property
+    def prior_std(self) -> float:
+        return 1.0
+
+    def discrete_marginal(self, i: int):
+        a = float(self.alphas_cumprod[i])
+        return math.sqrt(a), math.sqrt(1.0 - a)
+
+    def describe(self):
+        return {"sde": "vp", "beta_min": self.beta_0, "beta_max": self.beta_1, "N": self.N, "eps": self.eps}
+
+
+class SubVPSDE(VPSDE):
+    """Drift as VP, ``g^2 = beta(t) (1 - e^{-2 b0 t - (b1-b0) t^2})``, std ``1 - e^{2 lm}``."""
+
+    name = "subvp"
+
+    def marginal(self, t):
+        lm = self._log_mean(t)
+        return torch.exp(lm), -torch.expm1(2 * lm)
+
+    def t_of_sigma(self, sigma):
+        # sigma = (1 - a^2) / a with a = e^{lm}:  a = (-sigma + sqrt(sigma^2 + 4)) / 2
+        sig = _t64(sigma)
+        a = (-sig + torch.sqrt(sig**2 + 4)) / 2
+        c = -torch.log(a)  # = -lm = a2 t^2 + b0/2 t
+        a2 = 0.25 * (self.beta_1 - self.beta_0)
+        return (-0.5 * self.beta_0 + torch.sqrt(0.25 * self.beta_0**2 + 4 * a2 * c)) / (2 * a2)
+
+    def g2(self, t):
+        t = _t64(t)
+        return self.beta(t) * -torch.expm1(-2 * self.beta_0 * t - (self.beta_1 - self.beta_0) * t**2)
+
+    def discrete_marginal(self, i: int):
+        raise UsageError("the sub-VP SDE has no discrete ladder; use --predictor euler-maruyama or reverse-diffusion")
+
+    def describe(self):
+        return {"sde": "subvp", "beta_min": self.beta_0, "beta_max": self.beta_1, "N": self.N, "eps": self.eps}
+
+
+SDE_NAMES = ("ve", "vp", "subvp")
+
+
+def make_sde(name: str, n: int, den: Denoiser | None = None, *, sigma_min: float | None = None,
+             sigma_max: float | None = None, config: dict | None = None) -> SDE:
+    """The SDE ``name`` with N levels. VE takes its sigma range from the flags, else from [0.01, 50] clipped to the
+    denoiser's trained range. VP/sub-VP take beta_min/beta_max from a linear DDPM schedule in the score config when
+    there is one (score_sde convention: b0 = N_train beta_start, b1 = N_train beta_end), else (0.1, 20)."""
+    if name == "ve":
+        lo = sigma_min if sigma_min is not None else max(0.01, getattr(den, "sigma_min", 0.01))
+        hi = sigma_max if sigma_max is not None else min(50.0, getattr(den, "sigma_max", 50.0))
+        return VESDE(lo, hi, n)
+    if name in ("vp", "subvp"):
+        b0, b1 = 0.1, 20.0
+        sched = ((config or {}).get("parameterization") or {}).get("schedule") or {}
+        if isinstance(sched, dict) and sched.get("kind", "linear") == "linear" and "beta_start" in sched:
+            t_train = int(sched.get("num_train_timesteps", 1000))
+            b0, b1 = float(sched["beta_start"]) * t_train, float(sched["beta_end"]) * t_train
+        return (VPSDE if name == "vp" else SubVPSDE)(b0, b1, n)
+    raise UsageError(f"--sde {name!r}: choose one of {', '.join(SDE_NAMES)}")
