@@ -12,6 +12,8 @@ from gpmcli.fields.base import Bundle, Component
 from gpmcli.noise import BatchNoise
 from gpmcli.samplers.ddls import build
 
+from _onethread import one_thread  # noqa: F401
+
 torch.manual_seed(0)
 D_LAT, D_X = 2, 3
 A = torch.tensor([[1.5, 0.0], [0.5, 2.0], [0.0, -1.0]])
