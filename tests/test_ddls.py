@@ -171,3 +171,19 @@ def test_cli_ddls_end_to_end(tmp_path, monkeypatch, cli):
     with torch.no_grad():
         expect = g.eval()(z).numpy()
     np.testing.assert_allclose(np.load(tmp_path / "gan/samples.npz")["samples"], expect, atol=1e-6)
+
+
+def test_generator_range_is_mapped_to_the_discriminator_range():
+    """G in [-1, 1], D trained on [0, 1]: d sees (x + 1) / 2, so E uses d((G(z) + 1) / 2)."""
+    from gpmcli.fields.latent import range_map
+
+    assert range_map((-1.0, 1.0), (0.0, 1.0)) == (0.5, 0.5) and range_map((0, 1), (0, 1)) is None
+    b = bundle()
+    b["generator"].config["data"]["range"] = [-1.0, 1.0]
+    b["discriminator"].config["data"]["range"] = [0.0, 1.0]
+    s = build(b, {"ddls_step": 0.05, "ddls_steps": 0})
+    z = torch.randn(5, D_LAT)
+    e, _, d = s.energy.energy_grad(z)
+    x = z @ A.T + B
+    torch.testing.assert_close(d, QuadraticLogit()((x + 1) / 2)[:, 0])
+    torch.testing.assert_close(e, 0.5 * z.pow(2).sum(1) - d)

@@ -273,3 +273,17 @@ def test_cli_diffflow_on_toy_with_lambda_warning(tmp_path, monkeypatch, cli, cap
                        env={**os.environ, "GPM_CHECKPOINTS": str(tmp_path)})
     assert p.returncode == 2 and "Traceback" not in p.stderr and "--family must be ve or kl" in p.stderr
     assert not (tmp_path / "o2" / "run.json").exists()
+
+
+def test_grid_from_discriminator_config_and_override_warning(caplog):
+    import logging
+
+    gm = load_toy("pentagon")
+    _, disc = sigma_disc(5)
+    grid = [4.0, 2.0, 1.0, 0.5, 0.1]
+    disc.config["time"] = {"kind": "sigma", "family": "ve", "sigmas": grid, "n_steps": 5}
+    s = build(toy_bundle(gm, disc), {"lambda": 0.3})
+    assert s.sigmas == grid + [0.0] and s.n_steps == 5 and s.prior_std == 4.0
+    with caplog.at_level(logging.WARNING, logger="gpm"):
+        s = build(toy_bundle(gm, disc), {"lambda": 0.3, "steps": 7})
+    assert s.n_steps == 7 and "trained on" in caplog.text
