@@ -281,7 +281,7 @@ def test_grid_from_discriminator_config_and_override_warning(caplog):
     gm = load_toy("pentagon")
     _, disc = sigma_disc(5)
     grid = [4.0, 2.0, 1.0, 0.5, 0.1]
-    disc.config["time"] = {"kind": "sigma", "family": "ve", "sigmas": grid, "n_steps": 5}
+    disc.config["time"] = {"kind": "sigma", "family": "ve", "sigmas": grid + [0.0], "n_steps": 5}  # 0 is implied
     s = build(toy_bundle(gm, disc), {"lambda": 0.3})
     assert s.sigmas == grid + [0.0] and s.n_steps == 5 and s.prior_std == 4.0
     with caplog.at_level(logging.WARNING, logger="gpm"):

@@ -107,11 +107,11 @@ class DiffFlowSampler:
 def _grid(params, resolved, den, tcfg) -> list[float]:
     """The noise grid: the discriminator's training grid when it has one and nothing overrides it, else the EDM
     rho-schedule on the score checkpoint's sigma range."""
-    cfg_sigmas = tcfg.get("sigmas")
+    cfg_sigmas = [float(v) for v in (tcfg.get("sigmas") or []) if float(v) > 0]  # a trailing 0 is implied
     overrides = [k for k in ("steps", "sigma_min", "sigma_max", "rho") if params.get(k) is not None]
     if cfg_sigmas and not overrides:
         resolved.update(steps=len(cfg_sigmas), grid="discriminator config")
-        return [float(s) for s in cfg_sigmas]
+        return cfg_sigmas
     if cfg_sigmas:
         log.warning(f"warning: --{overrides[0].replace('_', '-')} replaces the noise grid the discriminator was "
                     "trained on; its ratio estimate is only meaningful on that grid")
