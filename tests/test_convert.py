@@ -231,8 +231,11 @@ def test_shipped_checkpoints_match_a_fresh_conversion(converted):
 def test_registry_bundles_and_defaults():
     from gpmcli.registry import Registry, load_bundle
 
+    from gpmcli.samplers import get_kind
+
     reg = Registry.load()
-    assert reg.defaults["ddls"] == "mnist-wgangp"
+    for kind, name in reg.defaults.items():  # every default bundle has the roles its sampler needs
+        assert set(get_kind(kind).roles) <= set(reg.bundles[name].components), (kind, name)
     b = load_bundle("mnist-wgangp", registry=reg)
     assert b["generator"].role == "generator" and b["discriminator"].config["output"] == "critic"
     assert load_bundle("mnist-mlp-gan", registry=reg)["discriminator"].config["output"] == "logit"
