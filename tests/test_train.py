@@ -127,7 +127,7 @@ def test_trained_toy_score_beats_the_zero_score_baseline(tmp_path):
         trained, best, pre = (float(edm_loss(d, x, sigma, eps, sd).mean()) for d in (den, exact, f0))
     zero = float(edm_loss(lambda xn, _: xn, x, sigma, eps, sd).mean())
     assert best < pre - 0.3 and best <= trained * 1.02
-    assert trained < pre - 0.15 * (pre - best) and trained < 0.6 * zero
+    assert trained < pre - 0.15 * (pre - best) and trained < 0.8 * zero
 
 
 # ----- the loop through the CLI: round trip, sampling, resume -----
