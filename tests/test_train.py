@@ -264,3 +264,24 @@ def test_missing_mnist_everywhere_is_a_usage_error(tmp_path, monkeypatch):
     with pytest.raises(UsageError, match=r"\$GPM_DATA"):
         load_dataset("mnist")
     assert math.isfinite(1.0)
+
+
+def test_ema_warm_up_forgets_the_initialisation():
+    """decay_t = min(decay, (1 + t) / (10 + t)): after 300 steps of a constant target, the weight left on the initial
+    value is prod_t decay_t (a closed form), far below the 0.999^300 = 0.74 a fixed decay would leave."""
+    from torch import nn
+
+    from gpmcli.train.common import EMA
+
+    m = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        m.weight.fill_(0.0)
+    ema = EMA(m, 0.999)
+    with torch.no_grad():
+        m.weight.fill_(1.0)
+    left = 1.0
+    for t in range(300):
+        ema.update(m, t)
+        left *= min(0.999, (1 + t) / (10 + t))
+    assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10**6) == 0.999
+    assert float(ema.shadow.weight) == pytest.approx(1.0 - left, abs=1e-6) and left < 1e-6
