@@ -40,6 +40,12 @@ def check_precision(precision: str, device: torch.device) -> torch.dtype:
     return PRECISIONS[precision]
 
 
+def compile_backend():
+    """The ``torch.compile`` backend: ``$GPM_COMPILE_BACKEND`` or inductor (``eager``/``aot_eager`` skip code
+    generation: useful where no C++ compiler is installed)."""
+    return os.environ.get("GPM_COMPILE_BACKEND", "inductor")
+
+
 def _pad_rows(t: Any, b: int, to: int) -> Any:
     if isinstance(t, torch.Tensor) and t.ndim > 0 and t.shape[0] == b:
         return torch.cat([t, t[-1:].expand(to - b, *t.shape[1:])], 0)
@@ -71,8 +77,7 @@ class NetCall(nn.Module):
             net.to(memory_format=torch.channels_last)
         self.batch = batch if compile else None
         self.compiled = compile
-        backend = os.environ.get("GPM_COMPILE_BACKEND", "inductor")  # tests use "eager" (no C++ toolchain wait)
-        self._fn = torch.compile(net, dynamic=False, backend=backend) if compile else net
+        self._fn = torch.compile(net, dynamic=False, backend=compile_backend()) if compile else net
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         b = None
@@ -84,6 +89,9 @@ class NetCall(nn.Module):
                 b = n
             elif n > self.batch:
                 raise RuntimeError(f"compiled network called with {n} rows, more than its fixed batch {self.batch}")
+        if self.compiled:  # one memory layout for every call (an expanded sigma has stride 0): no stride guard fails
+            args = tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
+            kwargs = {k: v.contiguous() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
         if self.channels_last:
             args = tuple(a.contiguous(memory_format=torch.channels_last)
                          if isinstance(a, torch.Tensor) and a.ndim == 4 else a for a in args)
@@ -138,7 +146,7 @@ def apply_to_bundle(bundle, *, precision: str = "fp32", compile: bool = False, b
             wrapped.append(role)
     return {"precision": precision, "network_dtype": str(PRECISIONS[precision]).replace("torch.", ""),
             "particle_dtype": "float32", "compile": compile,
-            "compile_backend": os.environ.get("GPM_COMPILE_BACKEND", "inductor") if compile else None,
+            "compile_backend": str(compile_backend()) if compile else None,
             "fixed_batch": batch if compile else None,
             "channels_last": device.type == "cuda" and any(_has_conv(bundle.components[r].module) for r in wrapped),
             "networks": wrapped}
