@@ -17,6 +17,7 @@ imports accelerate.
 
 from __future__ import annotations
 
+import atexit
 import os
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -161,9 +162,22 @@ def context() -> Dist:
             from accelerate import PartialState
 
             _CONTEXT = Dist(PartialState(cpu=not torch.cuda.is_available()))
+            atexit.register(_shutdown)
         else:
             _CONTEXT = Dist()
     return _CONTEXT
+
+
+def _shutdown() -> None:
+    """Close the process group before the interpreter exits: a gloo group left to the C++ destructors can abort the
+    process ("terminate called without an active exception") when its peer is still running."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - exiting anyway
+        pass
 
 
 def is_main_process() -> bool:
