@@ -106,11 +106,11 @@ def sample(model: str, *, checkpoint: str | None = None, overrides: dict[str, st
     ``precision``/``compile`` change how the networks are evaluated (:mod:`gpmcli.precision`)."""
     from gpmcli import distributed
 
-    if n < 1 or batch_size < 1:
-        raise UsageError("-n and --batch-size must be positive")
     dist = distributed.context()
     t0 = time.perf_counter()
     with dist.collective():  # one rank failing to load stops all, with one message
+        if n < 1 or batch_size < 1:
+            raise UsageError("-n and --batch-size must be positive")
         dev = dist.resolve_device(device) or resolve_device(device)
         run = _prepare(model, checkpoint, overrides, n, seed, params, out_dir, formats, resume, dev, trust_pickle,
                        modules, precision, compile, batch_size, dist)

@@ -38,7 +38,7 @@ class GpmTyper(typer.Typer):
         except SystemExit:
             raise
         except GpmError as e:
-            if not getattr(e, "gpm_quiet", False):  # quiet: another rank of a distributed run reports it
+            if not _quiet_here(e):
                 err_console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, soft_wrap=True)
             if hasattr(e, "reported"):
                 e.reported()
@@ -52,6 +52,17 @@ class GpmTyper(typer.Typer):
             err_console.print(f"[bold red]error:[/] unexpected {type(e).__name__}: {escape(str(e))} "
                               "(run with -v for a traceback)", soft_wrap=True)
             sys.exit(1)
+
+
+def _quiet_here(e: GpmError) -> bool:
+    """True when another rank of a distributed run prints this error: one it reported for all ranks, or a usage error
+    (the same arguments fail the same way on every rank, so rank 0's line is enough)."""
+    if getattr(e, "gpm_quiet", False):
+        return True
+    from gpmcli.distributed import is_main_process
+    from gpmcli.errors import UsageError
+
+    return isinstance(e, UsageError) and not is_main_process()
 
 
 app = GpmTyper(
