@@ -85,9 +85,6 @@ class Dist:
             j = k * self.world + self.rank
             yield k, (j if j < n_batches else None)
 
-    def mine(self, j: int) -> bool:
-        return j % self.world == self.rank
-
     # ---- collectives -----------------------------------------------------------------------------------------------
     def barrier(self) -> None:
         if self.enabled:
