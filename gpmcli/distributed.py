@@ -130,8 +130,10 @@ class Dist:
             mine = (self.rank, text, int(code))
         reports = [r for r in self.all_gather(mine) if r is not None]
         rank, text, code = reports[0]
-        more = f" ({len(reports) - 1} other rank(s) failed too)" if len(reports) > 1 else ""
         if self.is_main:
+            if len(reports) == self.world and all(r[1] == text for r in reports):  # the same failure everywhere
+                raise RankFailed(text, code) from err
+            more = f" ({len(reports) - 1} other rank(s) failed too)" if len(reports) > 1 else ""
             raise RankFailed(f"rank {rank} of {self.world}: {text}{more}; every rank stopped", code) from err
         raise RankFailed(text, code, quiet=True) from err
 
