@@ -225,7 +225,7 @@ def _processes(args, tmp: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small UNet, few repeats (a few minutes on 2 CPU cores)")
+    ap.add_argument("--quick", action="store_true", help="small UNet, few repeats")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=max(1, min(8, os.cpu_count() or 1)))
     ap.add_argument("--batch", type=int, default=None)
