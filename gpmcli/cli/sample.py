@@ -103,6 +103,8 @@ def sample(
                              modules=modules, precision=precision, compile=compile_)
     if not is_main_process():  # rank 0 reports for the whole run
         return
+    if (precision != "fp32" or compile_) and not summary.run_info.get("networks", [None]):
+        warn("--precision/--compile changed nothing: this bundle has no networks (analytic toy: targets)")
     if as_json:
         out_console.print_json(json.dumps(summary.run_info, default=str))
     else:
