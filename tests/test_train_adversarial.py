@@ -12,12 +12,12 @@ from gpmcli.fields.base import Bundle
 from gpmcli.fields.toy import GaussianMixture, load_toy
 from gpmcli.noise import BatchNoise
 from gpmcli.samplers import get_kind
-from gpmcli.train.adversarial import (STATE_FILE, discriminator_loss, fit, gradient_penalty, loss_a, loss_b,
-                                      loss_c, particle_loss)
-from gpmcli.train.discr_flow import DiscrFlowTrainer
-from gpmcli.train.gan import GANTrainer
-from gpmcli.train.score_gan import ScoreGANTrainer, generator_loss, rho_sigmas, score_gan_direction
-from gpmcli.train.sources import ToySource
+
+from gpmcli.train.adversarial import (discriminator_loss, gradient_penalty, loss_a, loss_b, loss_c,
+                                      particle_loss)
+from gpmcli.train import get_role, train
+from gpmcli.train.common import STATE_FILE, Loop, TrainOptions
+from gpmcli.train.score_gan import generator_loss, rho_sigmas, score_gan_direction
 
 from _onethread import one_thread  # noqa: F401
 
@@ -86,17 +86,29 @@ def test_gradient_penalty_of_a_linear_critic():
 
 # ---- Discriminator Flow -----------------------------------------------------------------------------------------------
 
-def _df(loss="vanilla", **kw):
-    kw = {"n_steps": 5, "eta": 2.0, "batch": 32, "width": 16, "depth": 2, **kw}
-    return DiscrFlowTrainer(ToySource("pentagon"), loss=loss, seed=1, **kw)
+DF_ARGS = {"flow_steps": 5, "eta": 2.0, "width": 16, "depth": 2}
+
+
+def loop(key, out, steps=3, batch=32, args=None, **opts):
+    """A training loop (not yet run) for role ``key`` on the pentagon, with its trainer reachable as ``.trainer``."""
+    from gpmcli.data import load_dataset
+    from gpmcli.train import get_role
+
+    spec = get_role(key)
+    full = {o.name: o.default for o in spec.options}
+    full.update(args or {})
+    return Loop(spec.trainer, key, full, load_dataset("pentagon"),
+                TrainOptions(steps=steps, batch_size=batch, seed=1, device="cpu", **opts), out)
 
 
 @pytest.mark.parametrize("loss", ["vanilla", "ipm", "hinge"])
 def test_training_flow_is_minus_grad_of_particle_loss_and_the_samplers_flow(loss, tmp_path):
     """The trajectories the discriminator trains on follow z_{k+1} = z_k - (eta/N) grad_z c(f(z, k/N)), and the
     exported checkpoint makes gpm's discr-flow sampler reproduce them (same N, eta, velocity convention)."""
-    tr = _df(loss)
-    fit(tr, 3, tmp_path / "d")
+    lp = loop("discriminator:discr-flow", tmp_path / "d", args={**DF_ARGS, "loss": loss})
+    lp.run()
+    tr = lp.trainer
+    tr.D.eval()
     z0 = torch.randn(7, 2)
     traj = tr.simulate(z0)
     assert traj.shape == (5, 7, 2) and torch.equal(traj[0], z0)
@@ -109,22 +121,43 @@ def test_training_flow_is_minus_grad_of_particle_loss_and_the_samplers_flow(loss
     assert comp.config["time"]["n_steps"] == 5 and comp.config["time"]["eta"] == 2.0
     assert comp.config["loss"] == loss and comp.config["real"] == ("low" if loss == "ipm" else "high")
     s = get_kind("discr-flow").build(Bundle("d", {"discriminator": comp}), {})
-    noise = BatchNoise(3, range(7))
-    res = s(noise, trajectory=True)
+    res = s(BatchNoise(3, range(7)), trajectory=True)
     z0 = BatchNoise(3, range(7)).randn(2)
     torch.testing.assert_close(torch.stack(res.trajectory[:5]), tr.simulate(z0), atol=1e-5, rtol=1e-5)
 
 
 def test_discr_flow_pool_refresh_and_gp_recorded(tmp_path):
-    tr = _df("ipm", refresh_every=3, pool=64, gp=0.04)
+    lp = loop("discriminator:discr-flow", tmp_path / "d", steps=7,
+              args={**DF_ARGS, "loss": "ipm", "refresh_every": 3, "pool": 64, "gp": 0.04})
     calls = []
-    orig = tr.simulate
-    tr.simulate = lambda z: calls.append(z.shape[0]) or orig(z)
-    fit(tr, 7, tmp_path / "d")
-    assert calls == [64, 64, 64]  # iterations 0, 3, 6
+    orig = lp.trainer.simulate
+    lp.trainer.simulate = lambda z: calls.append(z.shape[0]) or orig(z)
+    lp.run()
+    assert calls == [64, 64, 64]  # steps 0, 3, 6
     cfg = load_checkpoint(tmp_path / "d").config
-    assert cfg["training"]["refresh_every"] == 3 and cfg["training"]["gp"] == 0.04
-    assert cfg["training"]["iterations"] == 7 and cfg["time"]["kind"] == "flow-time"
+    assert cfg["time"]["refresh_every"] == 3 and cfg["time"]["pool"] == 64
+    assert cfg["training"]["role_options"]["gp"] == 0.04 and cfg["training"]["steps"] == 7
+
+
+def test_time_conditioned_image_discriminator_flows(tmp_path):
+    """The image discriminator of the MNIST Discriminator Flow: per-sample values (no batch statistics) that depend on
+    the flow time, and a checkpoint the sampler reads."""
+    from gpmcli.data import TensorDataset
+
+    x = torch.rand(64, 1, 8, 8) * 2 - 1
+    spec = get_role("discriminator:discr-flow")
+    full = {o.name: o.default for o in spec.options}
+    full.update(flow_steps=3, eta=1.0, width=4)
+    lp = Loop(spec.trainer, "discriminator:discr-flow", full, TensorDataset(x, "rand8"),
+              TrainOptions(steps=2, batch_size=8, device="cpu"), tmp_path / "img")
+    lp.run()
+    d = lp.trainer.D.eval()
+    t = torch.full((5,), 0.5)
+    torch.testing.assert_close(d(x[:5], t)[:2], d(x[:2], t[:2]))
+    assert not torch.allclose(d(x[:5], t), d(x[:5], torch.zeros(5)))
+    comp = load_checkpoint(tmp_path / "img")
+    out = get_kind("discr-flow").build(Bundle("i", {"discriminator": comp}), {})(BatchNoise(0, range(3))).x
+    assert out.shape == (3, 1, 8, 8) and torch.isfinite(out).all()
 
 
 # ---- Score GAN --------------------------------------------------------------------------------------------------------
@@ -150,70 +183,74 @@ def test_rho_schedule_endpoints_and_order():
     assert s[1] == pytest.approx((10 ** (1 / 3) / 2 + 0.1 ** (1 / 3) / 2) ** 3, rel=1e-6)
 
 
-def test_score_gan_generator_step_follows_the_field():
-    """One generator step of a translation-only generator g(z) = b moves b along the batch-mean of
-    sigma (w_data s_data - w_gen s_gen) (Adam's first step: lr * sign)."""
-    tr = ScoreGANTrainer(ToySource("pentagon"), load_toy("pentagon"), score_ref="toy:pentagon", latent=2, batch=64,
-                         width=8, depth=1, seed=0, lr=1e-3)
+def test_score_gan_generator_step_follows_the_field(tmp_path):
+    """One generator step of a translation-only generator g(z) = b moves b along the batch mean of
+    sigma (w_data s_data - w_gen s_gen), evaluated at the step's own draws (Adam's first step: lr * sign)."""
+    lp = loop("score-gan", tmp_path / "s", steps=1, batch=64, lr=1e-3,
+              args={"score": "toy:pentagon", "latent": 2, "width": 8, "depth": 1, "gen_width": 8})
+    tr = lp.trainer
     lin = torch.nn.Linear(2, 2)
     with torch.no_grad():
         lin.weight.zero_()
         lin.bias.copy_(torch.tensor([0.2, -1.0]))
     lin.weight.requires_grad_(False)
     tr.G = lin
-    tr.modules["generator"] = lin
-    tr.optims["generator"] = torch.optim.Adam([lin.bias], lr=1e-3)
-    rng_state = tr.rng.get_state()
-    tr.step()  # denoiser step, then the generator step (score_steps = 1)
-    b1 = lin.bias.detach().clone()
-    # replay the generator step's draws: denoiser step consumed latents, sigmas and eps
-    tr.rng.set_state(rng_state)
-    tr.randn(64, 2), tr.rand(64), tr.randn(64, 2)
-    tr.randn(64, 2)
-    sigma = tr.sigmas(64)
-    xn = torch.tensor([0.2, -1.0]) + sigma[:, None] * tr.randn(64, 2)
+    tr.opt_g = torch.optim.Adam([lin.bias], lr=1e-3)
+    tr.ctx.step = 0
+    tr.train_step(torch.zeros(64, 2))  # denoiser step, then the generator step (score_steps = 1)
+    # replay the step's draws: denoiser step (latents, sigmas, eps), then the generator step's
+    g = tr.ctx.generator()
+    torch.randn(64, 2, generator=g), torch.rand(64, generator=g), torch.randn(64, 2, generator=g)
+    torch.randn(64, 2, generator=g)
+    sigma = rho_sigmas(torch.rand(64, generator=g), 0.1, 10.0, 3.0)
+    xn = torch.tensor([0.2, -1.0]) + sigma[:, None] * torch.randn(64, 2, generator=g)
     tr.Dgen.eval()
     with torch.no_grad():
         d = score_gan_direction(xn, sigma, tr.Dgen(xn, sigma), tr.Ddata(xn, sigma))
     expect = torch.tensor([0.2, -1.0]) - 1e-3 * torch.sign(d.mean(0))
-    torch.testing.assert_close(b1, expect, atol=1e-6, rtol=0)
+    torch.testing.assert_close(lin.bias.detach(), expect, atol=1e-6, rtol=0)
 
 
 # ---- resume, round trip, sampling ---------------------------------------------------------------------------------
 
-def _trainers():
-    return {
-        "gan": lambda: GANTrainer(ToySource("pentagon"), latent=3, batch=16, width=8, depth=2, seed=2, gp=0.1),
-        "discr-flow": lambda: _df("vanilla", refresh_every=2, pool=24),
-        "score-gan": lambda: ScoreGANTrainer(ToySource("pentagon"), load_toy("pentagon"), score_ref="toy:pentagon",
-                                             latent=3, batch=16, width=8, depth=2, score_steps=2, seed=2),
-    }
+ROLES = {
+    "gan": ("gan", None, {"latent": 3, "width": 8, "depth": 2, "gp": 0.1}),
+    "discr-flow": ("discriminator", "discr-flow", {**DF_ARGS, "refresh_every": 2, "pool": 24}),
+    "score-gan": ("score-gan", None, {"score": "toy:pentagon", "latent": 3, "width": 8, "depth": 2, "gen_width": 8,
+                                      "score_steps": 2}),
+}
 
 
-@pytest.mark.parametrize("role", ["gan", "discr-flow", "score-gan"])
-def test_resume_equals_uninterrupted(role, tmp_path):
-    make = _trainers()[role]
-    a = make()
-    fit(a, 6, tmp_path / "a")
-    b = make()
-    fit(b, 3, tmp_path / "b")
+def _weights(d):
+    from safetensors.torch import load_file
+
+    return load_file(str(d / "model.safetensors"))
+
+
+@pytest.mark.parametrize("name", ["gan", "discr-flow", "score-gan"])
+def test_resume_equals_uninterrupted(name, tmp_path):
+    role, target, args = ROLES[name]
+    kw = dict(target=target, args=args, batch_size=16, seed=2, device="cpu")
+    train(role, "pentagon", tmp_path / "a", steps=6, **kw)
+    train(role, "pentagon", tmp_path / "b", steps=3, **kw)
     assert (tmp_path / "b" / STATE_FILE).is_file()
-    c = make()
-    fit(c, 6, tmp_path / "b", resume=True)
-    assert c.iteration == 6
-    for name, m in a.modules.items():
-        for (k, va), vc in zip(m.state_dict().items(), c.modules[name].state_dict().values()):
-            assert torch.equal(va, vc), (name, k)
-    with pytest.raises(Exception, match="no train_state"):
-        fit(make(), 6, tmp_path / "empty", resume=True)
+    train(role, "pentagon", tmp_path / "b", steps=6, resume=True, **kw)
+    sub = "generator" if name == "gan" else ""
+    wa, wb = _weights(tmp_path / "a" / sub), _weights(tmp_path / "b" / sub)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    sa = torch.load(tmp_path / "a" / STATE_FILE, weights_only=True)
+    sb = torch.load(tmp_path / "b" / STATE_FILE, weights_only=True)
+    for m in sa["modules"]:  # every trained network, also those not exported (discriminator, online denoiser)
+        assert all(torch.equal(v, sb["modules"][m][k]) for k, v in sa["modules"][m].items()), m
 
 
 @pytest.mark.parametrize("kind", ["gan", "ddls", "score-gan"])
 def test_generator_checkpoints_sample_through_the_samplers(kind, tmp_path):
-    role = "score-gan" if kind == "score-gan" else "gan"
-    tr = _trainers()[role]()
-    fit(tr, 2, tmp_path / "m")
-    gdir = tmp_path / "m" / "generator" if role == "gan" else tmp_path / "m"
+    name = "score-gan" if kind == "score-gan" else "gan"
+    role, target, args = ROLES[name]
+    lp = loop(role, tmp_path / "m", steps=2, batch=16, args=args)
+    lp.run()
+    gdir = tmp_path / "m" / "generator" if name == "gan" else tmp_path / "m"
     gen = load_checkpoint(gdir)
     assert gen.config["latent"] == {"dim": 3, "distribution": "normal"}
     comps = {"generator": gen}
@@ -225,5 +262,5 @@ def test_generator_checkpoints_sample_through_the_samplers(kind, tmp_path):
     assert x.shape == (5, 2)
     if kind != "ddls":  # one pass x = G(z) with the trained weights, generator in eval mode
         z = BatchNoise(0, range(5)).randn(3)
-        tr.G.eval()
-        torch.testing.assert_close(x, tr.G(z).detach())
+        lp.trainer.G.eval()
+        torch.testing.assert_close(x, lp.trainer.G(z).detach())

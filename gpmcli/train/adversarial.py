@@ -77,19 +77,9 @@ def optimal_vanilla_logit(log_q: torch.Tensor, log_p: torch.Tensor) -> torch.Ten
     return log_q - log_p
 
 
-# ---- shared machinery of the GAN-family trainers ---------------------------------------------------------------------
+# ---- helpers shared by the GAN-family trainers ------------------------------------------------------------------------
 
-import json  # noqa: E402
-import math  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from torch import nn  # noqa: E402
-
-STATE_FILE = "train_state.pt"
-
-
-def build_net(name: str, **kwargs) -> tuple[nn.Module, dict]:
+def build_net(name: str, **kwargs):
     """A registered architecture and its ``arch`` config entry."""
     from gpmcli.nets import build_arch
 
@@ -97,122 +87,6 @@ def build_net(name: str, **kwargs) -> tuple[nn.Module, dict]:
     return build_arch(arch), arch
 
 
-def adam(params, lr: float = 2e-4, betas=(0.5, 0.999)) -> torch.optim.Adam:
+def adam(params, lr: float, betas=(0.5, 0.999)) -> torch.optim.Adam:
+    """Adam with GAN betas (0.5, 0.999) by default (ALGORITHMS.md section 8)."""
     return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
-
-
-class AdversarialTrainer:
-    """Base of the trainers: named modules and optimisers, one ``torch.Generator`` for every random draw (data batches,
-    latents, noise, flow steps) so that a resumed run continues exactly where an uninterrupted one would be.
-
-    Subclasses set ``self.modules`` / ``self.optims`` (dicts), implement :meth:`step` (one iteration, returns scalar
-    logs) and :meth:`export` (write the gpm checkpoint(s) under ``out``)."""
-
-    role = "gan"
-
-    def __init__(self, data, *, seed: int = 0, device: str | torch.device = "cpu"):
-        self.data, self.device = data, torch.device(device)
-        self.rng = torch.Generator(device="cpu")
-        self.rng.manual_seed(int(seed))
-        self.modules: dict[str, nn.Module] = {}
-        self.optims: dict[str, torch.optim.Optimizer] = {}
-        self.iteration = 0
-
-    # random draws on the CPU generator, moved to the device (reproducible across devices)
-    def randn(self, *shape) -> torch.Tensor:
-        return torch.randn(*shape, generator=self.rng).to(self.device)
-
-    def rand(self, *shape) -> torch.Tensor:
-        return torch.rand(*shape, generator=self.rng).to(self.device)
-
-    def randint(self, high: int, shape) -> torch.Tensor:
-        return torch.randint(high, tuple(shape), generator=self.rng).to(self.device)
-
-    def real(self, n: int) -> torch.Tensor:
-        return self.data.batch(n, self.rng).to(self.device)
-
-    def step(self) -> dict[str, float]:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def export(self, out: Path, info: dict) -> None:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def extra_state(self) -> dict:
-        return {}
-
-    def load_extra_state(self, state: dict) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {"iteration": self.iteration, "rng": self.rng.get_state(),
-                "modules": {k: m.state_dict() for k, m in self.modules.items()},
-                "optims": {k: o.state_dict() for k, o in self.optims.items()}, "extra": self.extra_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.iteration = int(state["iteration"])
-        self.rng.set_state(state["rng"])
-        for k, m in self.modules.items():
-            m.load_state_dict(state["modules"][k])
-        for k, o in self.optims.items():
-            o.load_state_dict(state["optims"][k])
-        self.load_extra_state(state.get("extra") or {})
-
-
-def save_state(trainer: AdversarialTrainer, out: Path) -> None:
-    import io
-
-    from gpmcli.checkpoint import atomic_write_bytes
-
-    buf = io.BytesIO()
-    torch.save(trainer.state_dict(), buf)
-    atomic_write_bytes(Path(out) / STATE_FILE, buf.getvalue())
-
-
-def load_state(trainer: AdversarialTrainer, out: Path) -> bool:
-    p = Path(out) / STATE_FILE
-    if not p.is_file():
-        return False
-    trainer.load_state_dict(torch.load(p, map_location=trainer.device, weights_only=True))
-    return True
-
-
-def fit(trainer: AdversarialTrainer, steps: int, out: str | Path, *, info: dict | None = None,
-        save_every: int = 0, log_every: int = 0, resume: bool = False, log: Callable[[str], None] | None = None,
-        keep_state: bool = True) -> dict:
-    """Run ``trainer`` to ``steps`` iterations, exporting the checkpoint(s) every ``save_every`` iterations and at the
-    end; ``resume`` continues from ``out/train_state.pt``. Returns the last logs plus ``wall_s``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    info = dict(info or {})
-    wall0 = 0.0
-    if resume:
-        if not load_state(trainer, out):
-            raise UsageError(f"--resume: no {STATE_FILE} in {out}; train without --resume first")
-        try:
-            wall0 = float(json.loads((out / "train_meta.json").read_text())["wall_s"])
-        except (OSError, ValueError, KeyError):
-            wall0 = 0.0
-    t0, logs = time.perf_counter(), {}
-    while trainer.iteration < steps:
-        logs = trainer.step()
-        trainer.iteration += 1
-        it = trainer.iteration
-        if any(not math.isfinite(v) for v in logs.values()):
-            from gpmcli.errors import NumericalError
-
-            raise NumericalError(f"training diverged at iteration {it}: {logs}", step=it)
-        if log and log_every and (it % log_every == 0 or it == steps):
-            log(f"[{it}/{steps}] " + " ".join(f"{k} {v:.4g}" for k, v in logs.items()))
-        if save_every and it % save_every == 0 and it < steps:
-            _checkpoint(trainer, out, info, wall0 + time.perf_counter() - t0, keep_state)
-    wall = wall0 + time.perf_counter() - t0
-    _checkpoint(trainer, out, info, wall, keep_state)
-    return {**logs, "wall_s": wall}
-
-
-def _checkpoint(trainer: AdversarialTrainer, out: Path, info: dict, wall: float, keep_state: bool) -> None:
-    meta = {**info, "iterations": trainer.iteration, "wall_s": round(wall, 1)}
-    trainer.export(out, meta)
-    if keep_state:
-        save_state(trainer, out)
-    (out / "train_meta.json").write_text(json.dumps({"iterations": trainer.iteration, "wall_s": wall}) + "\n")

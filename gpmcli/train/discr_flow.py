@@ -13,60 +13,62 @@ The config's ``time`` block carries ``n_steps`` (N) and ``eta`` that ``gpm sampl
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from gpmcli.checkpoint import model_card, save_checkpoint
 from gpmcli.errors import UsageError
 from gpmcli.fields.discriminator import NetDiscriminator
 from gpmcli.samplers.integrate import em_step
-from gpmcli.train.adversarial import (AdversarialTrainer, adam, build_net, disc_config, discriminator_loss,
-                                      gradient_penalty)
+from gpmcli.train import Opt, RoleSpec, register_role
+from gpmcli.train.adversarial import LOSSES, adam, build_net, disc_config, discriminator_loss, gradient_penalty
+from gpmcli.train.common import RoleTrainer
 
 
 def default_flow_net(shape: tuple[int, ...], width: int | None = None, depth: int = 3, cond_scale: float = 1.0):
+    """``(f(x, t), arch)``: a time-conditioned MLP for vectors, a time-conditioned DCGAN discriminator for images."""
     if len(shape) == 1:
-        return build_net("mlp", in_dim=shape[0], out_dim=1, hidden=width or 256, depth=depth, conditional=True,
+        return build_net("mlp", in_dim=shape[0], out_dim=1, hidden=width or 128, depth=depth, conditional=True,
                          cond_dim=32, cond_scale=cond_scale, act="lrelu")
-    c, h, _ = shape
+    c, h, w = shape
+    if h != w or h < 8 or h & (h - 1):
+        raise UsageError(f"the DCGAN networks need square power-of-two images (>= 8 px), not {h}x{w}")
     return build_net("time-dcgan-discriminator", nc=c, ndf=width or 32, image_size=h, cond_dim=32,
                      cond_scale=cond_scale)
 
 
-class DiscrFlowTrainer(AdversarialTrainer):
+class DiscrFlowTrainer(RoleTrainer):
     role = "discriminator"
 
-    def __init__(self, data, *, n_steps: int = 56, eta: float = 20.0, loss: str = "vanilla", batch: int = 256,
-                 lr: float = 2e-4, betas=(0.5, 0.999), gp: float = 0.0, gp_center: float = 0.0,
-                 refresh_every: int = 1, pool: int | None = None, width: int | None = None, depth: int = 3,
-                 cond_scale: float = 1.0, seed: int = 0, device="cpu"):
-        super().__init__(data, seed=seed, device=device)
-        if n_steps < 1 or eta <= 0 or refresh_every < 1:
-            raise UsageError("--flow-steps must be >= 1, --eta positive and --refresh-every >= 1")
-        torch.manual_seed(seed)
-        self.n_steps, self.eta, self.loss, self.batch = int(n_steps), float(eta), loss, int(batch)
-        self.gp, self.gp_center, self.refresh_every = float(gp), float(gp_center), int(refresh_every)
-        self.pool_size = int(pool or batch)
-        self.reading = disc_config(loss)
-        net, self.arch = default_flow_net(tuple(data.shape), width, depth, cond_scale)
-        self.D = net.to(self.device)
-        self.modules = {"discriminator": self.D}
-        self.optims = {"discriminator": adam(self.D.parameters(), lr, betas)}
+    def setup(self):
+        a, shape = self.args, tuple(self.ctx.data.shape)
+        if a["flow_steps"] < 1 or a["eta"] <= 0 or a["refresh_every"] < 1 or a["gp"] < 0:
+            raise UsageError("--flow-steps and --refresh-every must be >= 1, --eta positive and --gp >= 0")
+        self.n_steps, self.eta = int(a["flow_steps"]), float(a["eta"])
+        self.pool_size = int(a["pool"] or self.ctx.opts.batch_size)
+        self.reading = disc_config(a["loss"])
+        self.D, self.arch = default_flow_net(shape, a["width"], a["depth"], a["cond_scale"])
+        self.D = self.D.to(self.ctx.device)
+        self.opt = adam(self.D.parameters(), self.ctx.opts.lr, (a["beta1"], 0.999))
         self.time = {"kind": "flow-time", "n_steps": self.n_steps, "eta": self.eta,
-                     "embedding": "Fourier features of t = k/N (frequencies saved in the weights)"}
-        self.field = NetDiscriminator(self.D, output=self.reading["output"], loss=loss, time=self.time,
-                                      real=self.reading["real"], data_shape=tuple(data.shape))
-        self.hparams = {"loss": loss, "batch": self.batch, "lr": lr, "betas": list(betas), "gp": self.gp,
-                        "gp_center": self.gp_center, "refresh_every": self.refresh_every, "pool": self.pool_size}
+                     "embedding": "Fourier features of t = k/N (frequencies saved with the weights)",
+                     "refresh_every": int(a["refresh_every"]), "pool": self.pool_size}
+        self.field = NetDiscriminator(self.D, output=self.reading["output"], loss=a["loss"], time=self.time,
+                                      real=self.reading["real"], data_shape=shape)
         self.traj: torch.Tensor | None = None  # (N, pool, *shape): z_0..z_{N-1}
 
+    def modules(self):
+        return {"discriminator": self.D}
+
+    def optimizers(self):
+        return {"discriminator": self.opt}
+
     def f(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.D(x, t).reshape(x.shape[0])
+        with self.ctx.autocast():
+            return self.D(x, t).reshape(x.shape[0]).float()
 
     @torch.no_grad()
     def simulate(self, z: torch.Tensor) -> torch.Tensor:
-        """``z_0..z_{N-1}`` of the flow under the current discriminator, stacked ``(N, B, ...)``."""
+        """``z_0..z_{N-1}`` of the flow under the current discriminator (eval mode, no graph), ``(N, B, ...)``."""
+        was = self.D.training
         self.D.eval()
         n, dt = self.n_steps, self.eta / self.n_steps
         zs = [z]
@@ -74,39 +76,59 @@ class DiscrFlowTrainer(AdversarialTrainer):
             _, v = self.field.velocity(z, k=k, n=n)
             z, _ = em_step(z, v, dt)
             zs.append(z)
+        self.D.train(was)
         return torch.stack(zs)
 
-    def step(self) -> dict[str, float]:
-        if self.traj is None or self.iteration % self.refresh_every == 0:
-            self.traj = self.simulate(self.randn(self.pool_size, *self.data.shape))
-        self.D.train()
-        if self.refresh_every == 1 and self.pool_size == self.batch:
-            idx = torch.arange(self.batch, device=self.device)
+    def train_step(self, real):
+        a, b, g = self.args, real.shape[0], self.ctx.generator()
+        if self.traj is None or self.ctx.step % a["refresh_every"] == 0:
+            self.traj = self.simulate(self.ctx.randn(self.pool_size, *self.ctx.data.shape, generator=g))
+        if a["refresh_every"] == 1 and self.pool_size == b:
+            idx = torch.arange(b, device=real.device)  # one trajectory per sample, as in section 4
         else:
-            idx = self.randint(self.pool_size, (self.batch,))
-        k = self.randint(self.n_steps, (self.batch,))
+            idx = torch.randint(self.pool_size, (b,), generator=g).to(real.device)
+        k = torch.randint(self.n_steps, (b,), generator=g).to(real.device)
         fake = self.traj[k, idx]
-        real = self.real(self.batch)
         t = k.to(real.dtype) / self.n_steps
-        ld = discriminator_loss(self.loss, self.f(fake, t), self.f(real, t))
-        if self.gp:
-            ld = ld + self.gp * gradient_penalty(lambda x: self.f(x, t), real, fake, self.rand(self.batch),
-                                                 self.gp_center)
-        self.optims["discriminator"].zero_grad(set_to_none=True)
-        ld.backward()
-        self.optims["discriminator"].step()
-        return {"loss_d": float(ld.detach())}
+        loss = discriminator_loss(a["loss"], self.f(fake, t), self.f(real, t))
+        if a["gp"]:
+            loss = loss + a["gp"] * gradient_penalty(lambda x: self.f(x, t), real, fake,
+                                                     self.ctx.rand(b, generator=g), a["gp_center"])
+        self.ctx.update(self.opt, loss)
+        return {"loss_d": float(loss.detach())}
 
-    def extra_state(self) -> dict:
+    def extra_state(self):
         return {"traj": self.traj} if self.traj is not None else {}
 
-    def load_extra_state(self, state: dict) -> None:
+    def load_extra_state(self, state):
         self.traj = state.get("traj")
 
-    def export(self, out: Path, info: dict) -> None:
-        data = {"shape": list(self.data.shape), "range": self.data.range, "dataset": self.data.dataset}
-        training = {**self.hparams, **{k: v for k, v in info.items() if k not in ("command", "cards", "metrics")}}
-        cfg = {"role": "discriminator", "arch": self.arch, **self.reading, "time": self.time, "data": data,
-               "provenance": {"source": "trained by gpm", "license": "MIT", "command": info.get("command")},
-               "training": training, "metrics": info.get("metrics", {})}
-        save_checkpoint(out, self.D, cfg, card=info.get("card") or model_card(cfg))
+    def exports(self):
+        return {"": ("discriminator", {"role": "discriminator", "arch": self.arch, **self.reading,
+                                       "time": self.time})}
+
+    def card(self, name, config):
+        a, t = self.args, self.time
+        gp = f", gradient penalty {a['gp']} (centre {a['gp_center']})" if a["gp"] else ", no gradient penalty"
+        pool = ("a fresh trajectory per sample every step" if a["refresh_every"] == 1 and self.pool_size ==
+                self.ctx.opts.batch_size else f"a pool of {self.pool_size} trajectories re-simulated every "
+                f"{a['refresh_every']} steps")
+        return (f"Discriminator Flow discriminator ({a['loss']} loss{gp}), conditioned on the flow time k/N with "
+                f"Fourier features. Sample with `gpm sample --model discr-flow --checkpoint DIR`: N = {t['n_steps']} "
+                f"steps, eta = {t['eta']} (the sampler reads them from this config). Training particles: {pool}.")
+
+
+register_role(RoleSpec("discriminator:discr-flow", DiscrFlowTrainer,
+                       "time-conditioned discriminator for Discriminator Flow (ALGORITHMS.md section 4)", options=[
+    Opt("loss", str, "vanilla", "vanilla | ipm | hinge", LOSSES),
+    Opt("flow_steps", int, 56, "flow steps N (the sampler uses the same)"),
+    Opt("eta", float, 20.0, "flow length eta (step eta/N; the sampler uses the same)"),
+    Opt("gp", float, 0.0, "gradient penalty weight (GPM MNIST: 0.04 zero-centred)"),
+    Opt("gp_center", float, 0.0, "gradient penalty centre"),
+    Opt("refresh_every", int, 1, "simulate the particle trajectories every K steps and re-use them in between"),
+    Opt("pool", int, None, "particles per simulated pool (default: the batch size)"),
+    Opt("width", int, None, "MLP width (default 128) or DCGAN base channels (default 32)"),
+    Opt("depth", int, 3, "MLP hidden layers"),
+    Opt("cond_scale", float, 1.0, "std of the Fourier frequencies of the flow time"),
+    Opt("beta1", float, 0.5, "Adam beta1 (beta2 is 0.999)"),
+]))
