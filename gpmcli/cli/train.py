@@ -18,14 +18,7 @@ from gpmcli.cli import app, info, out_console, progress_bar
 from gpmcli.errors import UsageError
 
 
-def _role_help() -> str:
-    from gpmcli.train import available
-
-    lines = []
-    for key, spec in sorted(available().items()):
-        opts = ", ".join(o.flag for o in spec.options)
-        lines.append(f"{key.replace(':', ' --for ')}: {spec.help}. Options: {opts or 'none'}.")
-    return "\n\n".join(lines)
+_FLAGS = {"target": "--for"}
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -75,7 +68,12 @@ def train(
     from gpmcli.data import load_dataset
 
     dataset = load_dataset(data, data_dir=data_dir, image_size=image_size)
-    command = "gpm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    argv = sys.argv[1:]
+    if "train" not in argv:  # called in-process (tests, a Python caller): rebuild the command from the parsed options
+        argv = ["train", role] + [tok for k, v in ctx.params.items() if v not in (None, False) and k != "role"
+                                  for tok in ([_FLAGS.get(k, f"--{k.replace('_', '-')}")] + ([] if v is True else [str(v)]))]
+        argv += list(ctx.args)
+    command = "gpm " + " ".join(shlex.quote(str(a)) for a in argv)
     with progress_bar(steps, f"train {key.replace(':', ' ')}") as bar:
         task = bar.add_task("train", total=steps)
 
