@@ -17,12 +17,12 @@ class TimeDCGANDiscriminator(nn.Module):
     no batch normalisation so a sample's value never depends on its batch) whose every block adds a learned
     projection of the Fourier features of ``t`` (frequencies a saved buffer) as a per-channel bias. Output ``(N,)``."""
 
-    def __init__(self, nc: int = 1, ndf: int = 32, image_size: int = 32, cond_dim: int = 32, cond_scale: float = 1.0):
+    def __init__(self, nc: int = 1, ndf: int = 32, image_size: int = 32, cond_dim: int = 32, fourier_scale: float = 1.0):
         super().__init__()
         n_layers = int(math.log2(image_size / 4))
         if n_layers < 1 or 4 * 2**n_layers != image_size:
             raise ValueError(f"image_size {image_size} is not 4 * 2^k (k >= 1)")
-        self.embed = FourierFeatures(cond_dim, cond_scale)
+        self.embed = FourierFeatures(cond_dim, fourier_scale)
         self.convs, self.proj = nn.ModuleList(), nn.ModuleList()
         cin, ch = nc, ndf
         for _ in range(n_layers):

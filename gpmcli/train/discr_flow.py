@@ -23,16 +23,16 @@ from gpmcli.train.adversarial import LOSSES, adam, build_net, disc_config, discr
 from gpmcli.train.common import RoleTrainer
 
 
-def default_flow_net(shape: tuple[int, ...], width: int | None = None, depth: int = 3, cond_scale: float = 1.0):
+def default_flow_net(shape: tuple[int, ...], width: int | None = None, depth: int = 3, fourier_scale: float = 1.0):
     """``(f(x, t), arch)``: a time-conditioned MLP for vectors, a time-conditioned DCGAN discriminator for images."""
     if len(shape) == 1:
         return build_net("mlp", in_dim=shape[0], out_dim=1, hidden=width or 128, depth=depth, conditional=True,
-                         cond_dim=32, cond_scale=cond_scale, act="lrelu")
+                         cond_dim=32, fourier_scale=fourier_scale, act="lrelu")
     c, h, w = shape
     if h != w or h < 8 or h & (h - 1):
         raise UsageError(f"the DCGAN networks need square power-of-two images (>= 8 px), not {h}x{w}")
     return build_net("time-dcgan-discriminator", nc=c, ndf=width or 32, image_size=h, cond_dim=32,
-                     cond_scale=cond_scale)
+                     fourier_scale=fourier_scale)
 
 
 class DiscrFlowTrainer(RoleTrainer):
@@ -45,7 +45,7 @@ class DiscrFlowTrainer(RoleTrainer):
         self.n_steps, self.eta = int(a["flow_steps"]), float(a["eta"])
         self.pool_size = int(a["pool"] or self.ctx.opts.batch_size)
         self.reading = disc_config(a["loss"])
-        self.D, self.arch = default_flow_net(shape, a["width"], a["depth"], a["cond_scale"])
+        self.D, self.arch = default_flow_net(shape, a["width"], a["depth"], a["fourier_scale"])
         self.D = self.D.to(self.ctx.device)
         self.opt = adam(self.D.parameters(), self.ctx.opts.lr, (a["beta1"], 0.999))
         self.time = {"kind": "flow-time", "n_steps": self.n_steps, "eta": self.eta,
@@ -129,6 +129,6 @@ register_role(RoleSpec("discriminator:discr-flow", DiscrFlowTrainer,
     Opt("pool", int, None, "particles per simulated pool (default: the batch size)"),
     Opt("width", int, None, "MLP width (default 128) or DCGAN base channels (default 32)"),
     Opt("depth", int, 3, "MLP hidden layers"),
-    Opt("cond_scale", float, 1.0, "std of the Fourier frequencies of the flow time"),
+    Opt("fourier_scale", float, 1.0, "std of the Fourier frequencies of the flow time"),
     Opt("beta1", float, 0.5, "Adam beta1 (beta2 is 0.999)"),
 ]))
