@@ -131,10 +131,16 @@ class EMA:
         self.decay = float(decay)
         self.shadow = copy.deepcopy(module).eval().requires_grad_(False)
 
+    def decay_at(self, step: int) -> float:
+        """The decay used after step ``step`` (0-based): ``min(decay, (1 + step) / (10 + step))``, so the average
+        forgets the random initialisation early in short runs."""
+        return min(self.decay, (1.0 + step) / (10.0 + step))
+
     @torch.no_grad()
-    def update(self, module: nn.Module) -> None:
+    def update(self, module: nn.Module, step: int) -> None:
+        d = self.decay_at(step)
         for s, p in zip(self.shadow.parameters(), module.parameters()):
-            s.lerp_(p.detach(), 1.0 - self.decay)
+            s.lerp_(p.detach(), 1.0 - d)
         for s, b in zip(self.shadow.buffers(), module.buffers()):
             s.copy_(b)
 
@@ -259,7 +265,8 @@ class Loop:
         last = {k: v for k, v in (self.history[-1] if self.history else {}).items() if k != "step"}
         return {
             "role": self.role_key, "steps": step, "target_steps": o.steps, "complete": bool(final),
-            "batch_size": o.batch_size, "lr": o.lr, "warmup": o.warmup, "ema": o.ema, "seed": o.seed,
+            "batch_size": o.batch_size, "lr": o.lr, "warmup": o.warmup, "ema": o.ema,
+            "ema_schedule": "min(ema, (1 + step) / (10 + step))" if o.ema else None, "seed": o.seed,
             "precision": o.precision, "grad_clip": o.grad_clip, "optimizer": "Adam",
             "device": str(self.device), "device_name": _device_name(self.device),
             "torch_threads": torch.get_num_threads(),
@@ -314,7 +321,7 @@ class Loop:
                 raise NumericalError(f"training diverged at step {step}: {bad[0]} is {losses[bad[0]]}; try a lower "
                                      "--lr", step=step)
             for name, e in self.emas.items():
-                e.update(self.trainer.modules()[name])
+                e.update(self.trainer.modules()[name], step)
             if step % 10 == 0 or step == self.opts.steps - 1:
                 self.history.append({"step": step, **{k: round(float(v), 6) for k, v in losses.items()}})
             if self.progress:

@@ -41,7 +41,8 @@ def build_disc_net(shape: tuple[int, ...], args: dict, sigma_data: float):
         if len(shape) != 1:
             raise UsageError("--arch mlp is for low-dimensional data; use --arch convnet for images")
         inner = {"name": "mlp", "kwargs": dict(in_dim=shape[0], out_dim=1, hidden=args["hidden"], depth=args["depth"],
-                                                cond_dim=32, conditional=True, act="silu")}
+                                                cond_dim=32, conditional=True, act=args["act"],
+                                                fourier_scale=args["fourier_scale"])}
     elif arch == "convnet":
         if len(shape) != 3:
             raise UsageError("--arch convnet needs image data (C, H, W)")
@@ -215,6 +216,8 @@ register_role(RoleSpec("discriminator:diffflow", DiffFlowDiscTrainer,
     Opt("arch", str, "auto", "auto | mlp | convnet", ("auto", "mlp", "convnet")),
     Opt("hidden", int, 128, "MLP width"),
     Opt("depth", int, 3, "MLP hidden layers"),
+    Opt("act", str, "lrelu", "MLP activation", ("silu", "relu", "lrelu")),
+    Opt("fourier_scale", float, 4.0, "MLP: scale of the Fourier features of ln(sigma)/4"),
     Opt("ch", int, 32, "convnet base channels"),
     Opt("mults", list, [1, 2, 2], "convnet channel multipliers"),
     Opt("pool", int, 2048, "trajectories simulated per refresh"),

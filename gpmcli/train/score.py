@@ -44,7 +44,7 @@ def build_score_net(shape: tuple[int, ...], args: dict):
         if len(shape) != 1:
             raise UsageError("--arch mlp is for low-dimensional data; use --arch unet for images")
         kw = dict(in_dim=shape[0], out_dim=shape[0], hidden=args["hidden"], depth=args["depth"], cond_dim=32,
-                  conditional=True, act="silu")
+                  conditional=True, act=args["act"], fourier_scale=args["fourier_scale"])
         from gpmcli.nets.mlp import MLP
 
         net = MLP(**kw)
@@ -119,6 +119,9 @@ register_role(RoleSpec("score", ScoreTrainer, "EDM denoiser (MLP for low-D data,
     Opt("arch", str, "auto", "auto | mlp | unet", ("auto", "mlp", "unet")),
     Opt("hidden", int, 128, "MLP width"),
     Opt("depth", int, 3, "MLP hidden layers"),
+    Opt("act", str, "lrelu", "MLP activation (silu learns the residual of the EDM preconditioning slowly at the "
+        "default init)", ("silu", "relu", "lrelu")),
+    Opt("fourier_scale", float, 4.0, "MLP: scale of the Fourier features of ln(sigma)/4"),
     Opt("ch", int, 16, "UNet base channels"),
     Opt("mults", list, [1, 2, 4], "UNet channel multipliers per resolution"),
     Opt("blocks", int, 1, "UNet residual blocks per resolution"),
