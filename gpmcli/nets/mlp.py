@@ -27,10 +27,10 @@ class MLP(nn.Module):
     """``f(x, c)`` with an optional scalar condition ``c`` (noise level or time) embedded by Fourier features."""
 
     def __init__(self, in_dim: int = 2, out_dim: int = 2, hidden: int = 128, depth: int = 3, cond_dim: int = 32,
-                 conditional: bool = True, act: str = "silu"):
+                 conditional: bool = True, act: str = "silu", fourier_scale: float = 16.0):
         super().__init__()
         self.conditional = conditional
-        self.embed = FourierFeatures(cond_dim) if conditional else None
+        self.embed = FourierFeatures(cond_dim, fourier_scale) if conditional else None
         acts = {"silu": nn.SiLU, "relu": nn.ReLU, "lrelu": lambda: nn.LeakyReLU(0.2)}
         layers: list[nn.Module] = []
         d = in_dim + (cond_dim if conditional else 0)

@@ -1,0 +1,347 @@
+"""The training loop every role shares (see :mod:`gpmcli.train` for the trainer API)."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gpmcli.data import Dataset, step_generator
+from gpmcli.errors import UsageError
+
+STATE_FILE = "train_state.pt"
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class TrainOptions:
+    """Options every role takes (``gpm train`` common flags)."""
+
+    steps: int = 1000
+    batch_size: int = 128
+    lr: float = 2e-4
+    ema: float | None = None          # EMA decay of the exported networks (None: no EMA)
+    warmup: int = 0                   # linear learning-rate warm-up steps
+    seed: int = 0
+    device: str | None = None
+    precision: str = "fp32"
+    save_every: int = 0               # 0: only at the end
+    resume: bool = False
+    command: str = ""
+    grad_clip: float | None = None
+
+
+class TrainContext:
+    """What the common loop gives a role: options, data, device, autocast, per-step random streams and the
+    optimiser helpers."""
+
+    def __init__(self, opts: TrainOptions, data: Dataset, device: torch.device):
+        self.opts, self.data, self.device = opts, data, device
+        self.step = 0
+
+    def autocast(self):
+        """Mixed precision for network evaluations (``--precision bf16``); particles and losses stay float32."""
+        if self.opts.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def generator(self, stream: int = 0) -> torch.Generator:
+        """A CPU generator owned by the current step (``stream`` > 0 for independent uses; 1 and 2 are the data's)."""
+        return step_generator(self.opts.seed, self.step, stream=10 + stream)
+
+    def randn(self, *shape, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator).to(self.device)
+
+    def rand(self, *shape, generator: torch.Generator) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator).to(self.device)
+
+    def adam(self, params, lr: float | None = None, betas=(0.9, 0.999)) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=lr if lr is not None else self.opts.lr, betas=betas)
+
+    def lr_scale(self) -> float:
+        w = self.opts.warmup
+        return min(1.0, (self.step + 1) / w) if w > 0 else 1.0
+
+    def update(self, opt: torch.optim.Optimizer, loss: torch.Tensor, params=None) -> None:
+        """``zero_grad``, backward, optional gradient clipping, warm-up learning rate, step."""
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.opts.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params if params is not None else
+                                           [p for g in opt.param_groups for p in g["params"]], self.opts.grad_clip)
+        scale = self.lr_scale()
+        for g in opt.param_groups:
+            g.setdefault("base_lr", g["lr"])
+            g["lr"] = g["base_lr"] * scale
+        opt.step()
+
+
+class RoleTrainer:
+    """Base class of a role module's trainer. Subclasses set ``role`` (checkpoint role) and implement
+    :meth:`setup`, :meth:`train_step`, :meth:`exports`; see :mod:`gpmcli.train`."""
+
+    role = "score"
+
+    def __init__(self, ctx: TrainContext, args: dict[str, Any]):
+        self.ctx, self.args = ctx, args
+
+    def setup(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Every trained network by name (saved in ``train_state.pt``)."""
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def train_step(self, batch: torch.Tensor) -> dict[str, float]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def exports(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Checkpoints to write: ``{subdir: (module name, config)}``; subdir ``""`` is the output folder itself. The
+        config holds ``role``, ``arch`` and the role data; the loop adds ``data``, ``provenance`` and ``training``."""
+        raise NotImplementedError
+
+    def card(self, name: str, config: dict[str, Any]) -> str:
+        """Role-specific paragraph for the model card (optional)."""
+        return ""
+
+    def extra_state(self) -> dict[str, Any]:
+        """Role state beyond networks/optimisers to save for ``--resume`` (tensors and plain types only)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class EMA:
+    """Exponential moving average of a module's parameters and buffers."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = float(decay)
+        self.shadow = copy.deepcopy(module).eval().requires_grad_(False)
+
+    def decay_at(self, step: int) -> float:
+        """The decay used after step ``step`` (0-based): ``min(decay, (1 + step) / (10 + step))``, so the average
+        forgets the random initialisation early in short runs."""
+        return min(self.decay, (1.0 + step) / (10.0 + step))
+
+    @torch.no_grad()
+    def update(self, module: nn.Module, step: int) -> None:
+        d = self.decay_at(step)
+        for s, p in zip(self.shadow.parameters(), module.parameters()):
+            s.lerp_(p.detach(), 1.0 - d)
+        for s, b in zip(self.shadow.buffers(), module.buffers()):
+            s.copy_(b)
+
+
+def _device(device: str | None) -> torch.device:
+    from gpmcli.api import resolve_device
+
+    return resolve_device(device)
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def _to_device(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
+
+
+class Loop:
+    """Runs a :class:`RoleTrainer` for ``opts.steps`` steps, with periodic checkpoints and ``--resume``."""
+
+    def __init__(self, trainer_cls: type[RoleTrainer], role_key: str, args: dict[str, Any], data: Dataset,
+                 opts: TrainOptions, out_dir: str | Path,
+                 progress: Callable[[int, int, dict[str, float]], None] | None = None):
+        if opts.steps < 1 or opts.batch_size < 1:
+            raise UsageError("--steps and --batch-size must be positive")
+        if opts.lr <= 0:
+            raise UsageError("--lr must be positive")
+        if opts.ema is not None and not 0 < opts.ema < 1:
+            raise UsageError("--ema must be a decay in (0, 1), e.g. 0.999")
+        if opts.precision not in PRECISIONS:
+            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}")
+        self.role_key, self.args, self.data, self.opts = role_key, args, data, opts
+        self.out = Path(out_dir)
+        self.progress = progress
+        self.device = _device(opts.device)
+        torch.manual_seed(opts.seed)  # network initialisation
+        self.ctx = TrainContext(opts, data, self.device)
+        self.trainer = trainer_cls(self.ctx, args)
+        self.trainer.setup()
+        self.emas = {}
+        if opts.ema:
+            for _, (mname, _cfg) in self.trainer.exports().items():
+                self.emas.setdefault(mname, EMA(self.trainer.modules()[mname], opts.ema))
+        self.wall_before = 0.0
+        self.history: list[dict[str, float]] = []
+
+    # ----- resume state -----
+    def state_dict(self, step: int, wall: float) -> dict[str, Any]:
+        return {
+            "format": 1, "role": self.role_key, "step": step, "wall_seconds": wall,
+            "args": {k: v for k, v in self.args.items() if isinstance(v, (int, float, str, bool, type(None), list))},
+            "modules": {k: _cpu_state(m) for k, m in self.trainer.modules().items()},
+            "optimizers": {k: _to_device(o.state_dict(), "cpu") for k, o in self.trainer.optimizers().items()},
+            "ema": {k: _cpu_state(e.shadow) for k, e in self.emas.items()},
+            "extra": _to_device(self.trainer.extra_state(), "cpu"),
+            "history": self.history[-1000:],
+        }
+
+    def load_state(self) -> int:
+        path = self.out / STATE_FILE
+        if not path.is_file():
+            raise UsageError(f"--resume: no {STATE_FILE} in {self.out}; train without --resume first")
+        try:
+            st = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise UsageError(f"{path}: cannot read the training state ({e})") from None
+        if st.get("role") != self.role_key:
+            raise UsageError(f"--resume: {self.out} was trained as {st.get('role')!r}, not {self.role_key!r}")
+        for k, m in self.trainer.modules().items():
+            try:
+                m.load_state_dict(st["modules"][k])
+            except (KeyError, RuntimeError) as e:
+                raise UsageError(f"--resume: saved network {k!r} does not fit the requested architecture "
+                                 f"({str(e).splitlines()[0]}); use the same options as the first run") from None
+        for k, o in self.trainer.optimizers().items():
+            o.load_state_dict(_to_device(st["optimizers"][k], self.device))
+        for k, e in self.emas.items():
+            if k in st.get("ema", {}):
+                e.shadow.load_state_dict(st["ema"][k])
+            else:
+                e.shadow.load_state_dict(self.trainer.modules()[k].state_dict())
+        self.trainer.load_extra_state(_to_device(st.get("extra", {}), self.device))
+        self.wall_before = float(st.get("wall_seconds", 0.0))
+        self.history = list(st.get("history", []))
+        return int(st["step"])
+
+    # ----- checkpoints -----
+    def export_module(self, name: str) -> nn.Module:
+        return self.emas[name].shadow if name in self.emas else self.trainer.modules()[name]
+
+    def write(self, step: int, wall: float, final: bool) -> None:
+        from gpmcli.checkpoint import atomic_open, model_card, save_checkpoint
+
+        for sub, (mname, cfg) in self.trainer.exports().items():
+            config = dict(cfg)
+            config.setdefault("data", self.data.describe())
+            config["provenance"] = {"source": "gpm train", "license": self.args.get("license") or "mit",
+                                    "command": self.opts.command}
+            config["training"] = self.training_record(step, wall, final, mname)
+            config.setdefault("metrics", {})
+            d = self.out / sub if sub else self.out
+            module = self.export_module(mname)
+            was_training = module.training
+            module.eval()
+            save_checkpoint(d, module, config, card=model_card(config, self.card_body(sub, mname, config)))
+            module.train(was_training)
+        with atomic_open(self.out / STATE_FILE, durable=True) as f:
+            torch.save(self.state_dict(step, wall), f)
+
+    def training_record(self, step: int, wall: float, final: bool, mname: str) -> dict[str, Any]:
+        from gpmcli import __version__
+
+        o = self.opts
+        n_params = sum(p.numel() for p in self.trainer.modules()[mname].parameters())
+        last = {k: v for k, v in (self.history[-1] if self.history else {}).items() if k != "step"}
+        return {
+            "role": self.role_key, "steps": step, "target_steps": o.steps, "complete": bool(final),
+            "batch_size": o.batch_size, "lr": o.lr, "warmup": o.warmup, "ema": o.ema,
+            "ema_schedule": "min(ema, (1 + step) / (10 + step))" if o.ema else None, "seed": o.seed,
+            "precision": o.precision, "grad_clip": o.grad_clip, "optimizer": "Adam",
+            "device": str(self.device), "device_name": _device_name(self.device),
+            "torch_threads": torch.get_num_threads(),
+            "wall_seconds": round(wall, 1), "parameters": n_params, "final_losses": last,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "gpm": __version__,
+            "role_options": {k: v for k, v in self.args.items() if isinstance(v, (int, float, str, bool, type(None), list))},
+        }
+
+    def card_body(self, sub: str, mname: str, config: dict[str, Any]) -> str:
+        t = config["training"]
+        data = config.get("data", {})
+        lines = [
+            f"# {config['role']} checkpoint trained by `gpm train {self.role_key.replace(':', ' --for ')}`", "",
+            f"- **data**: `{data.get('dataset')}`, sample shape {data.get('shape')}, range {data.get('range')}",
+            f"- **architecture**: `{config['arch']['name']}` ({t['parameters']:,} parameters), "
+            f"kwargs `{config['arch'].get('kwargs')}`",
+            f"- **command**: `{self.opts.command}`",
+            f"- **steps**: {t['steps']} of {t['target_steps']} (batch {t['batch_size']}, Adam lr {t['lr']}, "
+            f"EMA {t['ema']}, seed {t['seed']}, precision {t['precision']})",
+            f"- **wall time**: {t['wall_seconds']:.0f} s on {t['device']} ({t['device_name']}, "
+            f"{t['torch_threads']} threads)",
+            f"- **final losses**: {', '.join(f'{k} {v:.4g}' for k, v in t['final_losses'].items()) or 'n/a'}",
+        ]
+        extra = self.trainer.card(sub, config)
+        if extra:
+            lines += ["", extra.rstrip()]
+        if config.get("metrics"):
+            lines += ["", "## Measured metrics", ""]
+            for k, v in config["metrics"].items():
+                lines.append(f"- **{k}**: {v}")
+        return "\n".join(lines) + "\n"
+
+    # ----- the loop -----
+    def run(self) -> dict[str, Any]:
+        start = self.load_state() if self.opts.resume else 0
+        if start >= self.opts.steps:
+            raise UsageError(f"--resume: {self.out} already has {start} steps; ask for more with --steps")
+        for m in self.trainer.modules().values():
+            m.train()
+        t0 = time.perf_counter()
+        batches = self.data.batches(self.opts.batch_size, self.opts.seed, start)
+        losses: dict[str, float] = {}
+        step = start
+        for step in range(start, self.opts.steps):
+            self.ctx.step = step
+            batch = next(batches).to(self.device)
+            losses = self.trainer.train_step(batch)
+            bad = [k for k, v in losses.items() if not (v == v and abs(v) != float("inf"))]
+            if bad:
+                from gpmcli.errors import NumericalError
+
+                raise NumericalError(f"training diverged at step {step}: {bad[0]} is {losses[bad[0]]}; try a lower "
+                                     "--lr", step=step)
+            for name, e in self.emas.items():
+                e.update(self.trainer.modules()[name], step)
+            if step % 10 == 0 or step == self.opts.steps - 1:
+                self.history.append({"step": step, **{k: round(float(v), 6) for k, v in losses.items()}})
+            if self.progress:
+                self.progress(step + 1, self.opts.steps, losses)
+            done = step + 1
+            if self.opts.save_every and done % self.opts.save_every == 0 and done < self.opts.steps:
+                self.write(done, self.wall_before + time.perf_counter() - t0, final=False)
+        wall = self.wall_before + time.perf_counter() - t0
+        if self.history and self.history[-1].get("step") != self.opts.steps - 1:
+            self.history.append({"step": self.opts.steps - 1, **{k: float(v) for k, v in losses.items()}})
+        self.write(self.opts.steps, wall, final=True)
+        return {"out": str(self.out), "steps": self.opts.steps, "wall_seconds": wall, "losses": losses,
+                "device": str(self.device)}
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return platform.processor() or platform.machine()
+
+
+def options_dict(opts: TrainOptions) -> dict[str, Any]:
+    return asdict(opts)
