@@ -98,15 +98,38 @@ def sample(model: str, *, checkpoint: str | None = None, overrides: dict[str, st
            formats: tuple[str, ...] = ("png", "npz"), resume: bool = False, device: str | None = None,
            trust_pickle: bool = False, trajectory: bool = False, command: str | None = None,
            progress: Callable[[int, int], None] | None = None,
-           modules: dict[str, dict[str, Any]] | None = None) -> RunSummary:
-    """Draw ``n`` samples with sampler ``model`` and write them to ``out_dir`` (INTERFACES.md "Sampling output")."""
+           modules: dict[str, dict[str, Any]] | None = None, precision: str = "fp32",
+           compile: bool = False) -> RunSummary:
+    """Draw ``n`` samples with sampler ``model`` and write them to ``out_dir`` (INTERFACES.md "Sampling output").
+
+    Under ``accelerate launch`` the fixed global batches are shared out over the processes (:mod:`gpmcli.distributed`);
+    ``precision``/``compile`` change how the networks are evaluated (:mod:`gpmcli.precision`)."""
+    from gpmcli import distributed
+
+    dist = distributed.context()
+    t0 = time.perf_counter()
+    with dist.collective():  # one rank failing to load stops all, with one message
+        if n < 1 or batch_size < 1:
+            raise UsageError("-n and --batch-size must be positive")
+        dev = dist.resolve_device(device) or resolve_device(device)
+        run = _prepare(model, checkpoint, overrides, n, seed, params, out_dir, formats, resume, dev, trust_pickle,
+                       modules, precision, compile, batch_size, dist)
+    run.t_load = time.perf_counter() - t0
+    with dist.collective():  # after rank 0 prepared the folder (clean-up, manifest), everyone lists what is left
+        todo = run.writer.pending()
+    return _run_batches(dist, run, todo, n, batch_size, seed, out_dir, resume, dev, trajectory, command, progress)
+
+
+def _prepare(model, checkpoint, overrides, n, seed, params, out_dir, formats, resume, dev, trust_pickle, modules,
+             precision, compile, batch_size, dist):
+    """Load the bundle, build the sampler and open the output folder (no collective calls in here)."""
+    from types import SimpleNamespace
+
     from gpmcli.output import SampleWriter
+    from gpmcli.precision import apply_to_bundle, check_precision
     from gpmcli.samplers import get_kind
 
-    if n < 1 or batch_size < 1:
-        raise UsageError("-n and --batch-size must be positive")
-    t0 = time.perf_counter()
-    dev = resolve_device(device)
+    check_precision(precision, dev)
     spec = get_kind(model)
     bundle = resolve_bundle(model, checkpoint, overrides, device=dev, trust_pickle=trust_pickle, modules=modules,
                             needed=tuple(spec.roles))
@@ -115,6 +138,7 @@ def sample(model: str, *, checkpoint: str | None = None, overrides: dict[str, st
         raise UsageError(f"--model {model} needs a {' and a '.join(missing)} (bundle {bundle.name!r} has "
                          f"{', '.join(bundle.components) or 'nothing'})")
     params = dict(params or {})
+    numerics = apply_to_bundle(bundle, precision=precision, compile=compile, batch=min(batch_size, n), device=dev)
     sampler = spec.build(bundle, params)
     target = None
     score = bundle.get("score")
@@ -124,37 +148,66 @@ def sample(model: str, *, checkpoint: str | None = None, overrides: dict[str, st
     identity = {"model": model, "components": {r: c["sha256"] or c["ref"] for r, c in components.items()},
                 "seed": seed, "params": sampler.resolved}
     writer = SampleWriter(out_dir, n, sampler.data_shape, sampler.data_range, formats, resume, target=target,
-                          identity=identity)
-    started = datetime.now(timezone.utc)
-    t_load = time.perf_counter() - t0
+                          identity=identity, primary=dist.is_main)
+    return SimpleNamespace(model=model, bundle=bundle, sampler=sampler, target=target, components=components,
+                           writer=writer, numerics=numerics, started=datetime.now(timezone.utc), t_load=0.0)
 
-    todo = writer.pending()
+
+def _run_batches(dist, run, todo, n, batch_size, seed, out_dir, resume, dev, trajectory, command,
+                 progress) -> RunSummary:
+    from gpmcli.distributed import fail_hook
+
+    sampler, writer = run.sampler, run.writer
+    batches = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
     nfe, t_sample, t_write, frames, diagnostics = 0, 0.0, 0.0, [], []
-    done = 0
-    for start in range(0, len(todo), batch_size):
-        idx = todo[start:start + batch_size]
-        t1 = time.perf_counter()
-        res = sampler(BatchNoise(seed, idx, dev), trajectory=trajectory)
-        x = res.x.detach().float()
-        finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
-        if not bool(finite.all()):
-            frac = 1.0 - float(finite.float().mean())
-            raise NumericalError(f"non-finite particles in {frac:.1%} of batch starting at sample {idx[0]}; "
-                                 "try more steps or a smaller step size", fraction=frac)
-        x_np = x.cpu().numpy()
-        t2 = time.perf_counter()
-        writer.write(idx, x_np)
-        t3 = time.perf_counter()
-        t_sample += t2 - t1
-        t_write += t3 - t2
-        nfe = res.nfe
-        if res.diagnostics:
-            diagnostics.append({"first_index": idx[0], "n": len(idx), **res.diagnostics})
-        if trajectory and res.trajectory:
-            frames.append(torch.stack([f.detach().float().cpu() for f in res.trajectory], 0))
-        done += len(idx)
+    for k, j in dist.rounds(len(batches)):  # batch j of the 1-process run goes to rank j % N
+        with dist.collective():  # any rank failing stops every rank after this round
+            if j is not None:
+                idx = batches[j]
+                fail_hook(idx)
+                t1 = time.perf_counter()
+                res = sampler(BatchNoise(seed, idx, dev), trajectory=trajectory)
+                x = res.x.detach().float()
+                finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
+                if not bool(finite.all()):
+                    frac = 1.0 - float(finite.float().mean())
+                    raise NumericalError(f"non-finite particles in {frac:.1%} of batch starting at sample {idx[0]}; "
+                                         "try more steps or a smaller step size", fraction=frac)
+                x_np = x.cpu().numpy()
+                t2 = time.perf_counter()
+                writer.write(idx, x_np)
+                t3 = time.perf_counter()
+                t_sample += t2 - t1
+                t_write += t3 - t2
+                nfe = res.nfe
+                if res.diagnostics:
+                    diagnostics.append({"first_index": idx[0], "n": len(idx), **res.diagnostics})
+                if trajectory and res.trajectory:
+                    frames.append((j, torch.stack([f.detach().float().cpu() for f in res.trajectory], 0)))
         if progress:
-            progress(done, len(todo))
+            progress(sum(len(b) for b in batches[:(k + 1) * dist.world]), len(todo))
+    mine = {"nfe": nfe, "sample": t_sample, "write": t_write, "diagnostics": diagnostics, "frames": frames}
+    ranks = dist.all_gather(mine)
+    summary = None
+    with dist.collective():  # rank 0 merges and writes run.json once every rank has written its files
+        if dist.is_main:
+            summary = _finish_run(dist, run, ranks, todo, n, batch_size, seed, out_dir, resume, dev, trajectory,
+                                  command)
+    if summary is None:  # other ranks: their own share
+        summary = RunSummary(Path(out_dir), n, max(r["nfe"] for r in ranks),
+                             {"load": run.t_load, "sample": t_sample, "write": t_write, "finish": 0.0},
+                             {"rank": dist.rank})
+    return summary
+
+
+def _finish_run(dist, run, ranks, todo, n, batch_size, seed, out_dir, resume, dev, trajectory,
+                command) -> RunSummary:
+    sampler, writer, target = run.sampler, run.writer, run.target
+    nfe = max(r["nfe"] for r in ranks)
+    t_sample = max(r["sample"] for r in ranks)
+    t_write = max(r["write"] for r in ranks)
+    diagnostics = sorted((d for r in ranks for d in r["diagnostics"]), key=lambda d: d["first_index"])
+    frames = [f for _, f in sorted((f for r in ranks for f in r["frames"]), key=lambda jf: jf[0])]
     if not todo and writer.previous:  # resumed a finished run: nothing sampled now
         nfe = int(writer.previous.get("nfe_per_sample") or 0)
 
@@ -164,13 +217,13 @@ def sample(model: str, *, checkpoint: str | None = None, overrides: dict[str, st
 
         write_trajectory(Path(out_dir), torch.cat(frames, 1).numpy(), sampler.data_range, target=target)
     files = writer.finalize()
-    wall = {"load": t_load, "sample": t_sample, "write": t_write, "finish": time.perf_counter() - t_fin}
+    wall = {"load": run.t_load, "sample": t_sample, "write": t_write, "finish": time.perf_counter() - t_fin}
     run_info = {
         "status": "complete",
         "command": command or " ".join(sys.argv),
-        "model": model,
-        "bundle": bundle.name,
-        "components": components,
+        "model": run.model,
+        "bundle": run.bundle.name,
+        "components": run.components,
         "n": n, "batch_size": batch_size, "seed": seed,
         "seeding": "sample i draws all of its noise from a torch.Generator seeded with "
                    "gpmcli.noise.sample_seed(seed, i)",
@@ -179,9 +232,12 @@ def sample(model: str, *, checkpoint: str | None = None, overrides: dict[str, st
         "data_shape": list(sampler.data_shape),
         "data_range": list(sampler.data_range) if sampler.data_range else None,
         "formats": sorted(writer.formats),
-        "device": str(dev), "device_name": _device_name(dev), "dtype": "float32",
+        "device": str(dev), "device_name": _device_name(dev), "dtype": "float32", **run.numerics,
+        "processes": dist.world,
+        "sharding": "global batch j (of --batch-size samples, in index order) on rank j % processes",
+        "wall_seconds_per_rank": [{"sample": r["sample"], "write": r["write"]} for r in ranks],
         "resumed": resume, "generated_this_run": len(todo),
-        "started_at": started.isoformat(timespec="seconds"),
+        "started_at": run.started.isoformat(timespec="seconds"),
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": wall,
         "diagnostics": diagnostics,

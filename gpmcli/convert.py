@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.machinery
 import importlib.util
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -117,13 +119,14 @@ def parse_module_spec(spec: str) -> tuple[Path, str]:
 
 def import_class(path: Path, cls: str) -> type:
     """Import class ``cls`` from the Python file ``path`` (the user's own code)."""
-    path = Path(path).resolve()
+    path = Path(os.path.abspath(path))  # not resolved: in a Hub cache the .py name is a symlink to a suffix-less blob
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     stem = re.sub(r"\W", "_", path.stem)
     mod_name = f"gpm_user_{stem}_{digest}"
     mod = sys.modules.get(mod_name)
     if mod is None:
-        spec = importlib.util.spec_from_file_location(mod_name, path)
+        loader = importlib.machinery.SourceFileLoader(mod_name, str(path))
+        spec = importlib.util.spec_from_file_location(mod_name, path, loader=loader)
         if spec is None or spec.loader is None:
             raise UsageError(f"--module: cannot import {path}")
         mod = importlib.util.module_from_spec(spec)
@@ -158,8 +161,9 @@ def build_user_module(arch: dict[str, Any], base: Path, *, trust_code: bool = Fa
         fname, cls = kw["file"], kw["class"]
     except KeyError:
         raise UsageError(f"{base}: arch {USER_ARCH!r} needs 'file' and 'class' in its kwargs") from None
-    path = (Path(base) / fname).resolve()
-    if Path(base).resolve() not in path.parents:
+    # Checked on the path as written, not resolved: a Hub cache snapshot holds symlinks into its blob store.
+    path = Path(os.path.normpath(Path(base).absolute() / fname))
+    if Path(os.path.normpath(Path(base).absolute())) not in path.parents:
         raise UnsafeFileError(f"{base}: arch file {fname!r} lies outside the checkpoint directory; refused")
     if not path.is_file():
         raise UsageError(f"{base}: the architecture file {fname} is missing from the checkpoint")

@@ -234,9 +234,31 @@ def download_checkpoint(ref: str, *, expected_sha256: str | None = None, force: 
         except DownloadError as e:
             if "not found in" not in str(e) and "not in the cache" not in str(e):
                 raise
+    arch_file = _user_module_file(paths["config.json"])
+    if arch_file is not None:  # an architecture shipped as Python code travels with the weights (gpm convert --module)
+        name, digest = arch_file
+        paths[name] = _hf_download(r, name, endpoint=ep, cache=cache, offline=off, force=force)
+        verify_file(paths[name], digest)
     for f, p in paths.items():
         verify_file(p, expected_sha256 if f == "model.safetensors" else None)
     return paths["model.safetensors"].parent
+
+
+def _user_module_file(config_path: Path) -> tuple[str, str | None] | None:
+    """``(file, sha256)`` of a ``user-module`` checkpoint's architecture file, else None."""
+    import json
+
+    try:
+        arch = json.loads(Path(config_path).read_text()).get("arch") or {}
+    except (OSError, ValueError):
+        return None  # loading the checkpoint reports a broken config with its own message
+    kw = arch.get("kwargs") or {}
+    if arch.get("name") != "user-module" or not isinstance(kw.get("file"), str):
+        return None
+    name = kw["file"]
+    if name.startswith("/") or ".." in Path(name).parts:
+        return None  # build_user_module refuses paths outside the checkpoint directory
+    return name, kw.get("sha256")
 
 
 def download_file(ref: str, filename: str, *, expected_sha256: str | None = None, force: bool = False,

@@ -172,7 +172,13 @@ def info(ref: str, *, trust_pickle: bool = False, registry=None) -> dict[str, An
         for role, c in spec.components.items():
             entry: dict[str, Any] = {"ref": c.ref, "sha256": c.sha256, "source": ref_kind(c.ref)}
             try:
-                sub = info(c.ref, registry=reg) if entry["source"] != "hf" else _cached_hf_info(c.ref, c.sha256)
+                if entry["source"] == "hf":
+                    sub = _cached_hf_info(c.ref, c.sha256)
+                elif entry["source"] == "toy":
+                    sub = info(c.ref, registry=reg)
+                else:  # a path under the registry folder, even when it is spelled like a bundle name
+                    p = Path(c.ref) if Path(c.ref).is_absolute() else reg.root / c.ref
+                    sub = checkpoint_info(p, ref=c.ref)
                 entry.update({k: sub.get(k) for k in ("role", "arch", "parameters", "path", "config") if k in sub})
             except (DownloadError, UsageError) as e:
                 entry["error"] = str(e)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -207,3 +208,37 @@ def test_any_file_and_whole_repo(hub_server, tmp_path):
     full = download_repo("hf:org/feat")
     assert {q.relative_to(full).as_posix() for q in full.rglob("*") if q.is_file()} == {
         "pt_inception.pth", "unet/config.json", "unet/diffusion_pytorch_model.safetensors"}
+
+
+def test_user_module_checkpoint_from_hub_brings_its_code(cli, hub_server, tmp_path):
+    """A checkpoint converted with --module carries its .py file; a Hub pull fetches and verifies it too, and using
+    it still needs --trust-pickle (exit 5 without). A served file that differs from the config's sha256 is exit 4."""
+    import json
+
+    from test_convert_byo import SCORE_PY
+
+    from gpmcli.convert import instantiate
+
+    (tmp_path / "net.py").write_text(SCORE_PY)
+    torch.manual_seed(0)
+    torch.save(instantiate(tmp_path / "net.py", "Net", {}).state_dict(), tmp_path / "w.pt")
+    meta = {"parameterization": {"type": "edm", "sigma_data": 1.0, "sigma_min": 0.01, "sigma_max": 10.0},
+            "data": {"shape": [2]}}
+    code, _, err = cli("-q", "convert", tmp_path / "w.pt", "--from", "state-dict", "--module",
+                       f"{tmp_path}/net.py:Net", "--role", "score", "--meta", json.dumps(meta), "-o", tmp_path / "ck")
+    assert code == 0, err
+    files = files_of_dir(tmp_path / "ck")
+    assert "net.py" in files
+    hub_server.add_revision("org/usermod", files, branch="main")
+    tampered = dict(files, **{"net.py": files["net.py"] + b"\n# changed\n"})
+    hub_server.add_revision("org/usermod-bad", tampered, branch="main")
+
+    common = ["-q", "sample", "--model", "edm", "-n", "4", "--steps", "4", "--format", "npz"]
+    assert cli(*common, "--checkpoint", "hf:org/usermod", "-o", tmp_path / "no")[0] == 5
+    code, _, err = cli(*common, "--checkpoint", "hf:org/usermod", "--trust-pickle", "-o", tmp_path / "hub")
+    assert code == 0, err
+    assert cli(*common, "--checkpoint", tmp_path / "ck", "--trust-pickle", "-o", tmp_path / "local")[0] == 0
+    a = np.load(tmp_path / "hub" / "samples.npz")["samples"]
+    b = np.load(tmp_path / "local" / "samples.npz")["samples"]
+    assert a.shape == (4, 2) and np.array_equal(a, b)
+    assert cli(*common, "--checkpoint", "hf:org/usermod-bad", "--trust-pickle", "-o", tmp_path / "bad")[0] == 4

@@ -32,3 +32,22 @@ def test_registry_problems_and_bad_entries(tmp_path):
     (tmp_path / "registry.toml").write_text("[bundles.a\n")
     with pytest.raises(UsageError, match="invalid TOML"):
         Registry.load(tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(Registry.load().bundles))
+def test_models_info_describes_every_shipped_bundle(cli, name):
+    """Each local component is described from its own directory (a component path spelled like its bundle name used to
+    recurse), with the sha256 the registry pins where it pins one."""
+    import json
+
+    code, out, err = cli("models", "info", name, "--json")
+    assert code == 0, err
+    comps = json.loads(out)["components"]
+    spec = Registry.load().bundles[name]
+    assert set(comps) == set(spec.components)
+    for role, c in comps.items():
+        assert "error" not in c, c
+        if not c["ref"].startswith("toy:"):
+            assert c["role"] == role, c
+        if spec.components[role].sha256 and not c["ref"].startswith(("toy:", "hf:")):
+            assert sha256_file(f"{c['path']}/model.safetensors") == spec.components[role].sha256

@@ -38,7 +38,10 @@ class GpmTyper(typer.Typer):
         except SystemExit:
             raise
         except GpmError as e:
-            err_console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, soft_wrap=True)
+            if not _quiet_here(e):
+                err_console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, soft_wrap=True)
+            if hasattr(e, "reported"):
+                e.reported()
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -49,6 +52,17 @@ class GpmTyper(typer.Typer):
             err_console.print(f"[bold red]error:[/] unexpected {type(e).__name__}: {escape(str(e))} "
                               "(run with -v for a traceback)", soft_wrap=True)
             sys.exit(1)
+
+
+def _quiet_here(e: GpmError) -> bool:
+    """True when another rank of a distributed run prints this error: one it reported for all ranks, or a usage error
+    (the same arguments fail the same way on every rank, so rank 0's line is enough)."""
+    if getattr(e, "gpm_quiet", False):
+        return True
+    from gpmcli.distributed import is_main_process
+    from gpmcli.errors import UsageError
+
+    return isinstance(e, UsageError) and not is_main_process()
 
 
 app = GpmTyper(
@@ -108,12 +122,13 @@ def warn(msg: str) -> None:
         err_console.print(f"[yellow]warning:[/] {escape(msg)}", soft_wrap=True)
 
 
-def progress_bar(total: int, description: str):
-    """A rich progress bar on stderr (disabled with -q or when stderr is not a terminal and verbosity is 0)."""
+def progress_bar(total: int, description: str, enabled: bool = True):
+    """A rich progress bar on stderr (disabled with -q, when stderr is not a terminal and verbosity is 0, and on
+    every rank but 0 of a distributed run: ``enabled=False``)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=err_console, disable=state.verbosity < 0, transient=False)
+                    TimeRemainingColumn(), console=err_console, disable=state.verbosity < 0 or not enabled, transient=False)
 
 
 # Register the commands (each module adds its own to ``app``).

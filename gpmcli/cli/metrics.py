@@ -20,6 +20,11 @@ _RESIZE_HELP = "Resize to 299: tf1 (TTUR/torch-fidelity numbers) or torch-biline
 
 
 def _device(device: Optional[str]):
+    from gpmcli.distributed import context
+
+    dev = context().resolve_device(device)  # under accelerate launch: this rank's device
+    if dev is not None:
+        return dev
     if device in (None, "", "auto"):
         return None
     return device
@@ -45,9 +50,16 @@ def fid(
     """Frechet distance of GEN vs REF (Inception FID or FD-LeNet), optionally KID and precision/recall/density/coverage."""
     from gpmcli.metrics.api import fid as run_fid
 
-    res = run_fid(gen, ref, features=features, inception_weights=inception_weights, lenet_weights=lenet_weights,
-                  resize=resize, n=n, batch_size=batch_size, device=_device(device), workers=workers, kid=kid,
-                  prdc=prdc, seed=seed)
+    from gpmcli.distributed import context
+
+    dist = context()  # under accelerate launch: feature batches shared out, every rank ends with the same statistics
+    with dist.collective():
+        res = run_fid(gen, ref, features=features, inception_weights=inception_weights, lenet_weights=lenet_weights,
+                      resize=resize, n=n, batch_size=batch_size, device=_device(device), workers=workers, kid=kid,
+                      prdc=prdc, seed=seed)
+    if not dist.is_main:
+        return
+    res["processes"] = dist.world
     if as_json:
         print(json.dumps(res, sort_keys=True))
         return
@@ -83,7 +95,14 @@ def stats(
 
     if out.suffix != ".npz":
         raise UsageError(f"-o must name a .npz file, not {out}")
-    st = compute_stats(src, features=features, inception_weights=inception_weights, lenet_weights=lenet_weights,
-                       resize=resize, n=n, batch_size=batch_size, device=_device(device), workers=workers)
-    save_stats(out, st)
+    from gpmcli.distributed import context
+
+    dist = context()
+    with dist.collective():
+        st = compute_stats(src, features=features, inception_weights=inception_weights, lenet_weights=lenet_weights,
+                           resize=resize, n=n, batch_size=batch_size, device=_device(device), workers=workers)
+        if dist.is_main:
+            save_stats(out, st)
+    if not dist.is_main:
+        return
     info(f"wrote {out}: N = {st.n}, {st.dim}-d features, pipeline {st.pipeline}")

@@ -64,8 +64,8 @@ def sample(
     resume: bool = typer.Option(False, "--resume", help="Skip samples already written in --out.", rich_help_panel=_IO),
     trajectory: bool = typer.Option(False, "--trajectory", help="Also write an animation of the flow.", rich_help_panel=_IO),
     device: Optional[str] = typer.Option(None, "--device", help="cpu|cuda|cuda:N|mps (default: best available).", rich_help_panel=_IO),
-    precision: str = typer.Option("fp32", "--precision", help="fp32|bf16|fp16 for networks (particles stay fp32).", rich_help_panel=_IO),
-    compile_: bool = typer.Option(False, "--compile", help="torch.compile the networks.", rich_help_panel=_IO),
+    precision: str = typer.Option("fp32", "--precision", help="fp32|bf16|fp16: autocast of the network calls (particles stay fp32; fp16 on CUDA only).", rich_help_panel=_IO),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the networks for the fixed batch size (first batch pays the compilation).", rich_help_panel=_IO),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow weight files that run pickled code.", rich_help_panel=_IO),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON.", rich_help_panel=_IO),
 ):
@@ -80,10 +80,6 @@ def sample(
     if lam is not None and lam > 1:
         warn(f"--lambda {lam} > 1 is the analytic continuation of DiffFlow (more noise than score dynamics, negative "
              "discriminator weight)")
-    if precision != "fp32" or compile_:
-        from gpmcli.errors import NotAvailableError
-
-        raise NotAvailableError("--precision/--compile are not available yet")
     from gpmcli.convert import module_options
 
     modules = module_options(module, weights, kwargs, meta, role)
@@ -96,16 +92,23 @@ def sample(
     }
     overrides = {"score": score, "discriminator": discriminator, "generator": generator}
     command = "gpm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    with progress_bar(n, f"sampling {model}") as bar:
+    from gpmcli.distributed import is_main_process
+
+    with progress_bar(n, f"sampling {model}", enabled=is_main_process()) as bar:
         task = bar.add_task("sample", total=n)
         summary = api.sample(model, checkpoint=checkpoint, overrides=overrides, n=n, batch_size=batch_size, seed=seed,
                              params=params, out_dir=out, formats=formats, resume=resume, device=device,
                              trust_pickle=trust_pickle, trajectory=trajectory, command=command,
                              progress=lambda done, total: bar.update(task, completed=done, total=total),
-                             modules=modules)
+                             modules=modules, precision=precision, compile=compile_)
+    if not is_main_process():  # rank 0 reports for the whole run
+        return
+    if (precision != "fp32" or compile_) and not summary.run_info.get("networks", [None]):
+        warn("--precision/--compile changed nothing: this bundle has no networks (analytic toy: targets)")
     if as_json:
         out_console.print_json(json.dumps(summary.run_info, default=str))
     else:
         w = summary.wall
+        procs = summary.run_info.get("processes", 1)
         info(f"wrote {n} samples to {out}/ (NFE {summary.nfe} per sample, sampling {w['sample']:.2f}s, "
-             f"total {sum(w.values()):.2f}s)")
+             f"total {sum(w.values()):.2f}s" + (f", {procs} processes" if procs > 1 else "") + ")")

@@ -50,6 +50,11 @@ def extract(source: ImageSource, pipeline: Pipeline, *, n: int | None = None, ba
     """Run ``pipeline`` over ``source`` (first ``n`` images); returns moments and, with ``keep``, all features."""
     workers = default_workers() if workers is None else workers
     total = min(n or len(source), len(source))
+    from gpmcli.distributed import context
+
+    dist = context()
+    if dist.enabled:
+        return _extract_sharded(dist, source, pipeline, total, batch_size, workers, keep, progress)
     mom, kept = _Moments(), []
     for imgs in source.batches(batch_size, total, workers):
         f = pipeline(imgs)
@@ -62,6 +67,34 @@ def extract(source: ImageSource, pipeline: Pipeline, *, n: int | None = None, ba
             kept.append(f.cpu())
         if progress is not None:
             progress(f.shape[0])
+    feats = torch.cat(kept).numpy() if keep else None
+    return mom, feats
+
+
+def _extract_sharded(dist, source, pipeline, total, batch_size, workers, keep, progress):
+    """:func:`extract` over N processes: batch j (as one process cuts them) on rank j % N; each round's features are
+    gathered and added to the moments in batch order, so every rank ends with the statistics of a 1-process run."""
+    from gpmcli.errors import NumericalError
+
+    mom, kept = _Moments(), []
+    mine = source.batches(batch_size, total, workers, shard=(dist.rank, dist.world))
+    n_batches = -(-total // batch_size)
+    for _, j in dist.rounds(n_batches):
+        f = None
+        with dist.collective():
+            if j is not None:
+                f = pipeline(next(mine))
+                if not torch.isfinite(f).all():
+                    raise NumericalError(f"{source.name}: non-finite features")
+                f = f.cpu()
+        for g in dist.all_gather(f):  # rank order = batch order within the round
+            if g is None:
+                continue
+            mom.add(g.to(pipeline.device) if pipeline.device is not None else g)
+            if keep:
+                kept.append(g)
+            if progress is not None:
+                progress(g.shape[0])
     feats = torch.cat(kept).numpy() if keep else None
     return mom, feats
 

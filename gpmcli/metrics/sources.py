@@ -110,7 +110,10 @@ class ImageSource:
     def __len__(self) -> int:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def batches(self, batch_size: int, n: int | None = None, workers: int = 0) -> Iterator[torch.Tensor]:
+    def batches(self, batch_size: int, n: int | None = None, workers: int = 0,
+                shard: tuple[int, int] | None = None) -> Iterator[torch.Tensor]:
+        """Batches of ``batch_size`` images (the first ``n``); ``shard=(rank, world)`` yields only the batches ``j`` with
+        ``j % world == rank`` (a process's share in a distributed run)."""
         raise NotImplementedError  # pragma: no cover
 
 
@@ -128,9 +131,12 @@ class FolderSource(ImageSource):
     def __len__(self) -> int:
         return len(self.files)
 
-    def batches(self, batch_size: int, n: int | None = None, workers: int = 0) -> Iterator[torch.Tensor]:
+    def batches(self, batch_size: int, n: int | None = None, workers: int = 0,
+                shard: tuple[int, int] | None = None) -> Iterator[torch.Tensor]:
         files = self.files[: n or len(self.files)]
         chunks = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
+        if shard is not None:
+            chunks = chunks[shard[0]::shard[1]]
         shape = None
 
         def stack(imgs: list[np.ndarray], names: list[str]) -> torch.Tensor:
@@ -214,9 +220,11 @@ class ArraySource(ImageSource):
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
-    def batches(self, batch_size: int, n: int | None = None, workers: int = 0) -> Iterator[torch.Tensor]:
+    def batches(self, batch_size: int, n: int | None = None, workers: int = 0,
+                shard: tuple[int, int] | None = None) -> Iterator[torch.Tensor]:
         n = min(n or len(self), len(self))
-        for i in range(0, n, batch_size):
+        rank, world = shard or (0, 1)
+        for i in range(rank * batch_size, n, batch_size * world):
             yield torch.from_numpy(np.array(self.images[i:min(i + batch_size, n)]))
 
 

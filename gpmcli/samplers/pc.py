@@ -118,6 +118,10 @@ class PCSampler(ScoreSamplerBase):
                     gn, nn_ = gn.mean().expand_as(gn), nn_.mean().expand_as(nn_)
                 # a score that vanishes in float32 (D(x, sigma) == x at tiny sigma) gives no step, not an inf one
                 ratio = torch.where(gn > 0, nn_ / gn.clamp_min(torch.finfo(gn.dtype).tiny), torch.zeros_like(gn))
+                if self.snr_norm == "sample":
+                    # For unit-scale data ||xi|| / ||s|| ~ sqrt(1 + std(t)^2). In low dimension a particle where the
+                    # score nearly vanishes (between modes) gets a huge ratio and is thrown out: cap it at that value.
+                    ratio = ratio.clamp_max(math.sqrt(1.0 + float(sde.marginal(t)[1]) ** 2))
                 eps = per_sample(2 * alpha * (self.snr * ratio) ** 2, x)
             else:  # ald: NCSN step size from the marginal std
                 std = float(sde.marginal(t)[1])

@@ -1,0 +1,152 @@
+"""``--precision fp32|bf16|fp16`` and ``--compile``: how the networks of a bundle are evaluated.
+
+Only network calls change. Each network of the bundle is wrapped in :class:`NetCall`, which runs it under
+``torch.autocast`` (bf16/fp16) and hands back float32 outputs, so the particle state, the sampler's arithmetic and every
+noise draw stay float32 (INTERFACES.md, "Distribution"). Analytic fields (``toy:`` targets, oracles) are not networks
+and are left alone.
+
+``--compile`` wraps the network in ``torch.compile(dynamic=False)``. The compiled graph is specialised to one batch
+shape: a smaller batch (the last one of a run) is padded to the fixed batch size by repeating its last row and the
+output is cut back, so the graph is compiled once per run and never again. The first call pays the compilation
+(seconds to minutes depending on the network and the backend, see benchmarks/README.md); later calls are faster.
+
+``fp16`` autocast is offered on CUDA only: on CPU, float16 matrix kernels are slow or missing and float16's 5-bit
+exponent gains nothing there over bf16. On CUDA, conv networks are also moved to ``channels_last`` memory format.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from gpmcli.errors import UsageError
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype of ``--precision``; refuses what the device cannot do."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision {precision!r}: choose fp32, bf16 or fp16")
+    if precision == "fp16" and device.type != "cuda":
+        raise UsageError(f"--precision fp16 needs a CUDA device (this run is on {device.type}); use --precision bf16, "
+                         "which autocast supports on CPU")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UsageError("--precision bf16: this GPU has no bfloat16 support; use --precision fp16")
+    return PRECISIONS[precision]
+
+
+def compile_backend():
+    """The ``torch.compile`` backend: ``$GPM_COMPILE_BACKEND`` or inductor (``eager``/``aot_eager`` skip code
+    generation: useful where no C++ compiler is installed)."""
+    return os.environ.get("GPM_COMPILE_BACKEND", "inductor")
+
+
+def _pad_rows(t: Any, b: int, to: int) -> Any:
+    if isinstance(t, torch.Tensor) and t.ndim > 0 and t.shape[0] == b:
+        return torch.cat([t, t[-1:].expand(to - b, *t.shape[1:])], 0)
+    return t
+
+
+def _finish(o: Any, b: int | None) -> Any:
+    if isinstance(o, torch.Tensor):
+        if o.dtype in (torch.float16, torch.bfloat16):
+            o = o.float()
+        if b is not None and o.ndim > 0:
+            o = o[:b]
+        return o.contiguous() if o.ndim == 4 else o
+    if isinstance(o, (tuple, list)):
+        return type(o)(_finish(v, b) for v in o)
+    return o
+
+
+class NetCall(nn.Module):
+    """A network evaluated under autocast (``dtype`` None: as is), optionally compiled for a fixed batch size."""
+
+    def __init__(self, net: nn.Module, *, dtype: torch.dtype | None, device_type: str, compile: bool = False,
+                 batch: int | None = None, channels_last: bool = False):
+        super().__init__()
+        self.net = net
+        self.dtype, self.device_type = dtype, device_type
+        self.channels_last = channels_last
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+        self.batch = batch if compile else None
+        self.compiled = compile
+        self._fn = torch.compile(net, dynamic=False, backend=compile_backend()) if compile else net
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        b = None
+        if self.batch is not None and args and isinstance(args[0], torch.Tensor) and args[0].ndim > 0:
+            n = args[0].shape[0]
+            if n < self.batch:
+                args = tuple(_pad_rows(a, n, self.batch) for a in args)
+                kwargs = {k: _pad_rows(v, n, self.batch) for k, v in kwargs.items()}
+                b = n
+            elif n > self.batch:
+                raise RuntimeError(f"compiled network called with {n} rows, more than its fixed batch {self.batch}")
+        if self.compiled:  # one memory layout for every call (an expanded sigma has stride 0): no stride guard fails
+            args = tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
+            kwargs = {k: v.contiguous() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+        if self.channels_last:
+            args = tuple(a.contiguous(memory_format=torch.channels_last)
+                         if isinstance(a, torch.Tensor) and a.ndim == 4 else a for a in args)
+        if self.dtype is None:
+            out = self._fn(*args, **kwargs)
+        else:
+            with torch.autocast(self.device_type, dtype=self.dtype):
+                out = self._fn(*args, **kwargs)
+        return _finish(out, b)
+
+
+def _is_network(m: Any) -> bool:
+    from gpmcli.fields.base import Denoiser
+    from gpmcli.fields.discriminator import DiscriminatorField
+
+    if not isinstance(m, nn.Module) or isinstance(m, (Denoiser, DiscriminatorField)):
+        return False
+    return any(True for _ in m.parameters())
+
+
+def _has_conv(m: nn.Module) -> bool:
+    return any(isinstance(x, nn.Conv2d) for x in m.modules())
+
+
+def wrap_network(net: nn.Module, *, precision: str = "fp32", compile: bool = False, batch: int | None = None,
+                 device: torch.device | str = "cpu") -> nn.Module:
+    """``net`` evaluated with ``precision`` (and compiled for ``batch`` rows); fp32 without compile returns ``net``."""
+    device = torch.device(device)
+    dtype = check_precision(precision, device)
+    if precision == "fp32" and not compile:
+        return net
+    kw = dict(dtype=None if precision == "fp32" else dtype, device_type=device.type, compile=compile, batch=batch,
+              channels_last=device.type == "cuda" and _has_conv(net))
+    # a probability network whose final sigmoid is visible stays an nn.Sequential ending in it (the discriminator
+    # field then reads the exact logit, see gpmcli.fields.discriminator)
+    if isinstance(net, nn.Sequential) and len(net) > 1 and isinstance(net[-1], nn.Sigmoid):
+        return nn.Sequential(NetCall(net[:-1], **kw), net[-1])
+    return NetCall(net, **kw)
+
+
+def apply_to_bundle(bundle, *, precision: str = "fp32", compile: bool = False, batch: int | None = None,
+                    device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Wrap every network of ``bundle`` in place; returns what run.json records."""
+    device = torch.device(device)
+    check_precision(precision, device)
+    wrapped = []
+    for role, comp in list(bundle.components.items()):
+        if _is_network(comp.module) and (precision != "fp32" or compile):
+            bundle.components[role] = dataclasses.replace(
+                comp, module=wrap_network(comp.module, precision=precision, compile=compile, batch=batch,
+                                          device=device))
+            wrapped.append(role)
+    return {"precision": precision, "network_dtype": str(PRECISIONS[precision]).replace("torch.", ""),
+            "particle_dtype": "float32", "compile": compile,
+            "compile_backend": str(compile_backend()) if compile else None,
+            "fixed_batch": batch if compile else None,
+            "channels_last": device.type == "cuda" and any(_has_conv(bundle.components[r].module) for r in wrapped),
+            "networks": wrapped}
