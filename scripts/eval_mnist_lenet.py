@@ -26,6 +26,9 @@ from gpmcli.noise import BatchNoise  # noqa: E402
 from gpmcli.registry import Registry, load_bundle  # noqa: E402
 from gpmcli.samplers import get_kind  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_toy import parse_params  # noqa: E402
+
 
 def evaluate(model: str, checkpoint: str | None, n: int = 1000, params: dict | None = None, seed: int = 0,
              batch: int = 250) -> dict:
@@ -55,13 +58,7 @@ def main(argv=None) -> int:
     ap.add_argument("--param", action="append", default=[], help="sampler option key=value (numbers parsed)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    params = {}
-    for kv in a.param:
-        k, v = kv.split("=", 1)
-        try:
-            params[k] = json.loads(v)
-        except ValueError:
-            params[k] = v
+    params = parse_params(a.param)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     res = evaluate(a.model, a.checkpoint, a.n, params, a.seed)
     if a.json:

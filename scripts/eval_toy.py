@@ -52,6 +52,18 @@ def evaluate(model: str, checkpoint: str | None, target: str, n: int = 5000, par
             "pass": sw <= 2 * floor, "sample_wall_s": round(wall, 2)}
 
 
+def parse_params(pairs: list[str]) -> dict:
+    """``--param key=value`` options as a dict (values parsed as JSON where they parse: numbers, booleans)."""
+    params = {}
+    for kv in pairs:
+        k, v = kv.split("=", 1)
+        try:
+            params[k] = json.loads(v)
+        except ValueError:
+            params[k] = v
+    return params
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True)
@@ -62,13 +74,7 @@ def main(argv=None) -> int:
     ap.add_argument("--param", action="append", default=[], help="sampler option key=value (numbers parsed)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
-    params = {}
-    for kv in a.param:
-        k, v = kv.split("=", 1)
-        try:
-            params[k] = json.loads(v)
-        except ValueError:
-            params[k] = v
+    params = parse_params(a.param)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     res = evaluate(a.model, a.checkpoint, a.target, a.n, params, a.seed)
     if a.json:
