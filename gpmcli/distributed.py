@@ -179,6 +179,32 @@ def _shutdown() -> None:
         pass
 
 
+def finish(code: int) -> None:
+    """End a distributed process cleanly, then exit with ``code`` (returns at once outside a launcher).
+
+    Every rank meets at a last barrier after a successful run (so no rank's exit closes sockets a peer still reads),
+    the process group is destroyed while the interpreter is fully alive, and the process leaves through ``os._exit``
+    after flushing stdout/stderr: interpreter finalization is skipped, because that is where gloo's worker threads
+    and the tensors they hold can still abort the process (SIGABRT, "terminate called without an active exception")
+    after all the work was written."""
+    if _CONTEXT is None or not _CONTEXT.enabled:
+        return
+    import sys
+
+    if code == 0:
+        try:
+            _CONTEXT.barrier()
+        except Exception:  # noqa: BLE001 - a peer is already gone: nothing left to wait for
+            pass
+    _shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001
+            pass
+    os._exit(code)
+
+
 def is_main_process() -> bool:
     """True on rank 0 and outside a launcher, without starting a process group."""
     if _CONTEXT is not None:

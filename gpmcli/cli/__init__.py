@@ -140,4 +140,12 @@ from gpmcli.cli import train as _train  # noqa: E402,F401
 
 
 def main() -> None:
-    app(prog_name="gpm")
+    code: int | str | None = 0
+    try:
+        app(prog_name="gpm")
+    except SystemExit as e:
+        code = e.code
+    from gpmcli.distributed import finish
+
+    finish(code if isinstance(code, int) else (0 if code is None else 1))  # under a launcher: clean exit, no return
+    sys.exit(code)
