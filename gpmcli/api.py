@@ -70,6 +70,17 @@ def resolve_bundle(model: str, checkpoint: str | None, overrides: dict[str, str]
     return bundle
 
 
+def with_bundle_defaults(bundle: Bundle, model: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """The user's sampler parameters over the registry bundle's defaults for ``model`` (``[bundles.NAME.params.KIND]``
+    in registry.toml); a user value of None means "not given"."""
+    merged = dict(params or {})
+    given = getattr(bundle, "params", {}).get(model, {})
+    for k, v in given.items():
+        if merged.get(k) is None:
+            merged[k] = v
+    return merged
+
+
 @dataclass
 class RunSummary:
     out_dir: Path
@@ -137,7 +148,7 @@ def _prepare(model, checkpoint, overrides, n, seed, params, out_dir, formats, re
     if missing:
         raise UsageError(f"--model {model} needs a {' and a '.join(missing)} (bundle {bundle.name!r} has "
                          f"{', '.join(bundle.components) or 'nothing'})")
-    params = dict(params or {})
+    params = with_bundle_defaults(bundle, model, params)
     numerics = apply_to_bundle(bundle, precision=precision, compile=compile, batch=min(batch_size, n), device=dev)
     sampler = spec.build(bundle, params)
     target = None

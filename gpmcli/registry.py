@@ -39,6 +39,7 @@ class BundleSpec:
     name: str
     description: str = ""
     components: dict[str, ComponentSpec] = field(default_factory=dict)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -64,6 +65,11 @@ class Registry:
             spec = BundleSpec(name, description=str(body.get("description", "")))
             for role, v in body.items():
                 if role in ("description", "notes", "license"):
+                    continue
+                if role == "params":  # [bundles.NAME.params.KIND]: sampler defaults for --model KIND
+                    if not isinstance(v, dict) or not all(isinstance(t, dict) for t in v.values()):
+                        raise UsageError(f"{path}: bundles.{name}.params must hold one table per --model kind")
+                    spec.params = {str(k): dict(t) for k, t in v.items()}
                     continue
                 if isinstance(v, str):
                     spec.components[role] = ComponentSpec(role, v)
@@ -146,6 +152,6 @@ def load_bundle(ref: str, *, registry: Registry | None = None, device="cpu", tru
         spec = registry.bundles[ref]
         comps = {role: load_component(c.ref, role, sha256=c.sha256, device=device, base=registry.root)
                  for role, c in spec.components.items()}
-        return Bundle(ref, comps)
+        return Bundle(ref, comps, params={k: dict(v) for k, v in spec.params.items()})
     comp = load_component(ref, device=device, trust_pickle=trust_pickle)
     return Bundle(ref, {comp.role: comp})

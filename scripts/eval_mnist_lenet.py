@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gpmcli.api import resolve_bundle  # noqa: E402
+from gpmcli.api import resolve_bundle, with_bundle_defaults  # noqa: E402
 from gpmcli.noise import BatchNoise  # noqa: E402
 from gpmcli.registry import Registry, load_bundle  # noqa: E402
 from gpmcli.samplers import get_kind  # noqa: E402
@@ -33,7 +33,8 @@ from eval_toy import parse_params  # noqa: E402
 def evaluate(model: str, checkpoint: str | None, n: int = 1000, params: dict | None = None, seed: int = 0,
              batch: int = 250) -> dict:
     lenet = load_bundle("mnist-lenet", registry=Registry.load())["classifier"].module.eval()
-    sampler = get_kind(model).build(resolve_bundle(model, checkpoint, None, device="cpu"), dict(params or {}))
+    bundle = resolve_bundle(model, checkpoint, None, device="cpu")
+    sampler = get_kind(model).build(bundle, with_bundle_defaults(bundle, model, params))  # as gpm sample does
     x = torch.cat([sampler(BatchNoise(seed, range(i, min(n, i + batch)))).x for i in range(0, n, batch)])
     lo, hi = sampler.data_range or (-1.0, 1.0)
     x = ((x.reshape(n, 1, *x.shape[-2:]) - lo) / (hi - lo)).clamp(0, 1)

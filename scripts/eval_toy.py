@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gpmcli.api import resolve_bundle  # noqa: E402
+from gpmcli.api import resolve_bundle, with_bundle_defaults  # noqa: E402
 from gpmcli.fields.toy import load_toy  # noqa: E402
 from gpmcli.metrics.sliced import sliced_wasserstein  # noqa: E402
 from gpmcli.noise import BatchNoise  # noqa: E402
@@ -36,10 +36,10 @@ def noise_floor(gm, n: int, n_proj: int = 256, pairs: int = 3) -> float:
 
 
 def evaluate(model: str, checkpoint: str | None, target: str, n: int = 5000, params: dict | None = None,
-             seed: int = 0, batch: int = 5000, n_proj: int = 256) -> dict:
+             seed: int = 0, batch: int = 5000, n_proj: int = 256, overrides: dict | None = None) -> dict:
     gm = load_toy(target)
-    bundle = resolve_bundle(model, checkpoint, None, device="cpu")
-    sampler = get_kind(model).build(bundle, dict(params or {}))
+    bundle = resolve_bundle(model, checkpoint, overrides, device="cpu")
+    sampler = get_kind(model).build(bundle, with_bundle_defaults(bundle, model, params))  # as gpm sample does
     t0 = time.perf_counter()
     xs = [sampler(BatchNoise(seed, range(i, min(n, i + batch)))).x for i in range(0, n, batch)]
     wall = time.perf_counter() - t0
@@ -73,10 +73,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--param", action="append", default=[], help="sampler option key=value (numbers parsed)")
     ap.add_argument("--json", action="store_true")
+    for role in ("score", "discriminator", "generator"):
+        ap.add_argument(f"--{role}", default=None, help=f"replace the bundle's {role} (as gpm sample --{role})")
     a = ap.parse_args(argv)
     params = parse_params(a.param)
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    res = evaluate(a.model, a.checkpoint, a.target, a.n, params, a.seed)
+    overrides = {r: getattr(a, r) for r in ("score", "discriminator", "generator") if getattr(a, r)}
+    res = evaluate(a.model, a.checkpoint, a.target, a.n, params, a.seed, overrides=overrides or None)
+    if overrides:
+        res.update(overrides)
     if a.json:
         print(json.dumps(res))
     else:

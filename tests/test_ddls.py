@@ -187,3 +187,40 @@ def test_generator_range_is_mapped_to_the_discriminator_range():
     x = z @ A.T + B
     torch.testing.assert_close(d, QuadraticLogit()((x + 1) / 2)[:, 0])
     torch.testing.assert_close(e, 0.5 * z.pow(2).sum(1) - d)
+
+
+def test_bundle_sampler_defaults_sit_below_the_users_flags(cli, tmp_path, monkeypatch):
+    """registry.toml ``[bundles.NAME.params.KIND]`` gives a bundle its sampler settings (toy-pentagon-ddls: MALA);
+    the user's flags still win (``--no-mala``, ``--ddls-steps``), and run.json records what ran."""
+    from gpmcli.nets.mlp import MLP
+
+    torch.manual_seed(2)
+    kw = lambda i, o: {"name": "mlp", "kwargs": {"in_dim": i, "out_dim": o, "hidden": 8, "depth": 1,  # noqa: E731
+                                                 "conditional": False}}
+    save_checkpoint(tmp_path / "t/generator", MLP(in_dim=3, out_dim=2, hidden=8, depth=1, conditional=False),
+                    {"role": "generator", "arch": kw(3, 2), "latent": {"dim": 3, "distribution": "normal"},
+                     "data": {"shape": [2], "range": None}})
+    save_checkpoint(tmp_path / "t/discriminator", MLP(in_dim=2, out_dim=1, hidden=8, depth=1, conditional=False),
+                    {"role": "discriminator", "arch": kw(2, 1), "output": "logit", "loss": "vanilla", "time": None,
+                     "data": {"shape": [2], "range": None}})
+    (tmp_path / "registry.toml").write_text(
+        '[bundles.t]\ngenerator = "t/generator"\ndiscriminator = "t/discriminator"\n'
+        'params.ddls = { mala = true, ddls_steps = 7 }\n')
+    monkeypatch.setenv("GPM_CHECKPOINTS", str(tmp_path))
+
+    def ran(*flags):
+        out = tmp_path / f"o{len(list(tmp_path.glob('o*')))}"
+        code, _, err = cli("sample", "--model", "ddls", "-c", "t", "-n", "3", "-o", out, *flags)
+        assert code == 0, err
+        return json.loads((out / "run.json").read_text())
+
+    info = ran()
+    assert info["params"]["mala"] is True and info["params"]["ddls_steps"] == 7 and info["nfe_per_sample"] == 8
+    assert all("acceptance_rate" in d for d in info["diagnostics"])
+    info = ran("--no-mala", "--ddls-steps", "2")
+    assert info["params"]["mala"] is False and info["params"]["ddls_steps"] == 2
+    assert not any("acceptance_rate" in d for d in info["diagnostics"])
+    # the gan kind reads no ddls defaults; a malformed params table is one clear error
+    (tmp_path / "registry.toml").write_text('[bundles.t]\ngenerator = "t/generator"\nparams = { ddls = 3 }\n')
+    code, _, err = cli("sample", "--model", "gan", "-c", "t", "-n", "2", "-o", tmp_path / "bad")
+    assert code == 2 and "bundles.t.params" in err

@@ -305,3 +305,54 @@ def test_cli_trains_each_role_and_samples_it(cli, tmp_path):
 def test_cli_bad_role_options_exit_2(cli, tmp_path, args, msg):
     code, _, err = cli("train", args[0], "--data", "pentagon", "-o", tmp_path / "x", "--steps", "1", *args[1:])
     assert code == 2 and msg in err, err
+
+
+# ---- DDLS calibration (gpm train discriminator --for ddls) ----------------------------------------------------------
+
+def _linear_generator(path, weight: float, bias: float):
+    """A 1-d generator x = w z + b (z ~ N(0, 1)), i.e. N(b, w^2), saved as a gpm checkpoint."""
+    from gpmcli.checkpoint import save_checkpoint
+    from gpmcli.nets.mlp import MLP
+
+    g = MLP(in_dim=1, out_dim=1, depth=0, conditional=False)
+    with torch.no_grad():
+        g.net[0].weight.fill_(weight)
+        g.net[0].bias.fill_(bias)
+    save_checkpoint(path, g, {"role": "generator", "arch": {"name": "mlp", "kwargs": {
+        "in_dim": 1, "out_dim": 1, "depth": 0, "conditional": False}}, "latent": {"dim": 1, "distribution": "normal"},
+        "data": {"shape": [1], "range": None}})
+
+
+def test_ddls_calibration_learns_the_log_ratio_to_the_frozen_generator(tmp_path):
+    """Data N(1, 0.5^2), frozen generator N(0, 1): the calibrated logit approaches log q/p_g (closed form) where both
+    densities have mass, the generator is untouched, and the checkpoint reads as a DDLS logit discriminator."""
+    from gpmcli.data import TensorDataset
+
+    _linear_generator(tmp_path / "g", 1.0, 0.0)
+    real = 1 + 0.5 * torch.randn(20000, 1, generator=torch.Generator().manual_seed(0))
+    spec = get_role("discriminator:ddls")
+    full = {o.name: o.default for o in spec.options}
+    full.update(generator=str(tmp_path / "g"), width=32, depth=2)
+    lp = Loop(spec.trainer, "discriminator:ddls", full, TensorDataset(real, "n(1,.25)", data_range=None),
+              TrainOptions(steps=1500, batch_size=512, lr=3e-3, seed=0, device="cpu", ema=0.99), tmp_path / "d")
+    lp.run()
+    comp = load_checkpoint(tmp_path / "d")
+    assert comp.config["output"] == "logit" and comp.config["time"] is None and comp.config["loss"] == "vanilla"
+    assert comp.config["calibrated_for"]["generator"] == str(tmp_path / "g")
+    x = torch.linspace(0.0, 1.8, 10)
+    exact = _log_normal(x, 1.0, 0.5) - _log_normal(x, 0.0, 1.0)
+    with torch.no_grad():
+        d = comp.module.eval()(x[:, None]).reshape(-1)
+    assert (d - exact).abs().max() < 0.35, (d, exact)
+    assert float(lp.trainer.G.net.net[0].weight) == 1.0  # frozen
+
+
+def test_ddls_calibration_bad_input(cli, tmp_path):
+    _linear_generator(tmp_path / "g", 1.0, 0.0)
+    code, _, err = cli("train", "discriminator", "--for", "ddls", "--data", "pentagon", "-o", tmp_path / "x",
+                       "--steps", "1")
+    assert code == 2 and "--generator" in err
+    code, _, err = cli("train", "discriminator", "--for", "ddls", "--data", "pentagon", "-o", tmp_path / "x",
+                       "--steps", "1", "--generator", tmp_path / "g")
+    assert code == 2 and "shape [1]" in err  # a 1-d generator against 2-d data
+    assert not (tmp_path / "x" / "model.safetensors").exists()

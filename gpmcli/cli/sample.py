@@ -53,7 +53,9 @@ def sample(
     eta: Optional[float] = typer.Option(None, "--eta", help="Discriminator Flow step size (must match training).", rich_help_panel=_SAMPLER),
     ddls_step: Optional[float] = typer.Option(None, "--ddls-step", help="DDLS step size epsilon.", rich_help_panel=_SAMPLER),
     ddls_steps: Optional[int] = typer.Option(None, "--ddls-steps", help="DDLS number of steps.", rich_help_panel=_SAMPLER),
-    mala: bool = typer.Option(False, "--mala", help="DDLS: Metropolis-adjusted (report acceptance).", rich_help_panel=_SAMPLER),
+    mala: Optional[bool] = typer.Option(None, "--mala/--no-mala", rich_help_panel=_SAMPLER,
+                                        help="DDLS: Metropolis-adjusted chain (reports the acceptance rate); "
+                                             "default: the bundle's setting, else off."),
     module: Optional[List[str]] = typer.Option(None, "--module", help="[ROLE=]FILE.py:Class for a network gpm has not converted (repeat per role).", rich_help_panel="Bring your own network"),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="[ROLE=]PATH: weights for --module.", rich_help_panel="Bring your own network"),
     kwargs: Optional[List[str]] = typer.Option(None, "--kwargs", help="[ROLE=]JSON: constructor kwargs for --module.", rich_help_panel="Bring your own network"),
@@ -88,7 +90,7 @@ def sample(
         "snr": snr, "corrector_steps": corrector_steps, "pc_order": pc_order, "snr_norm": snr_norm, "rtol": rtol,
         "atol": atol, "solver": solver, "rho": rho, "sigma_min": sigma_min, "sigma_max": sigma_max, "churn": churn,
         "s_min": s_min, "s_max": s_max, "s_noise": s_noise, "step_lr": step_lr, "eta": eta, "ddls_step": ddls_step,
-        "ddls_steps": ddls_steps, "mala": mala or None,
+        "ddls_steps": ddls_steps, "mala": mala,
     }
     overrides = {"score": score, "discriminator": discriminator, "generator": generator}
     command = "gpm " + " ".join(shlex.quote(a) for a in sys.argv[1:])

@@ -28,7 +28,7 @@ def train(
     data: Optional[str] = typer.Option(None, "--data", help="Toy name (pentagon, 8gaussians, ... or toy:FILE.json), "
                                        "mnist, hf:ORG/NAME or an image folder."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output checkpoint directory."),
-    target: Optional[str] = typer.Option(None, "--for", help="discriminator: diffflow | discr-flow."),
+    target: Optional[str] = typer.Option(None, "--for", help="discriminator: diffflow | discr-flow | ddls."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Folder with the MNIST idx files "
                                             "(default: $GPM_DATA)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Resize folder images to this size."),

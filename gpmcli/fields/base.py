@@ -80,6 +80,8 @@ class Bundle:
 
     name: str
     components: dict[str, Component] = field(default_factory=dict)
+    #: sampler settings the registry gives this bundle, by ``--model`` kind (defaults below the user's own flags)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __getitem__(self, role: str) -> Component:
         return self.components[role]

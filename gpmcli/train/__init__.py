@@ -18,7 +18,7 @@ Each role is one module in this package that registers a :class:`RoleSpec` at im
     register_role(RoleSpec("score", ScoreTrainer, "EDM denoiser ...", options=[Opt("arch", str, "auto", "...")]))
 
 Keys are the role names of ``gpm train ROLE``; ``discriminator`` is keyed by its ``--for`` target
-(``discriminator:diffflow``, ``discriminator:discr-flow``). Modules are discovered automatically (every module of
+(``discriminator:diffflow``, ``discriminator:discr-flow``, ``discriminator:ddls``). Modules are discovered automatically (every module of
 this package is imported once), so adding a role is adding a file. A role named in :data:`ROLES` without a
 registered module answers "not available yet" (exit 2).
 
@@ -52,7 +52,7 @@ from gpmcli.errors import NotAvailableError, UsageError
 #: every role ``gpm train`` knows (registered or not yet available)
 ROLES = ("score", "gan", "discriminator", "score-gan")
 #: ``gpm train discriminator --for X``
-DISCRIMINATOR_TARGETS = ("diffflow", "discr-flow")
+DISCRIMINATOR_TARGETS = ("diffflow", "discr-flow", "ddls")
 
 
 @dataclass
@@ -156,7 +156,7 @@ def role_key(role: str, target: str | None) -> str:
         raise UsageError(f"unknown role {role!r} for gpm train; expected one of {', '.join(ROLES)}")
     if role == "discriminator":
         if not target:
-            raise UsageError("gpm train discriminator needs --for diffflow|discr-flow")
+            raise UsageError("gpm train discriminator needs --for diffflow|discr-flow|ddls")
         if target not in DISCRIMINATOR_TARGETS:
             raise UsageError(f"--for must be one of {', '.join(DISCRIMINATOR_TARGETS)}, not {target!r}")
         return f"discriminator:{target}"
