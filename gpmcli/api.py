@@ -51,14 +51,22 @@ def resolve_bundle(model: str, checkpoint: str | None, overrides: dict[str, str]
     if both:
         raise UsageError(f"--{both[0]} and --module {both[0]}=... both replace the {both[0]}; give one of them")
     given = set(modules) | {r for r, v in (overrides or {}).items() if v}
+    reg = Registry.load()
     if checkpoint is None and needed and set(needed) <= given:
         bundle = Bundle("+".join(sorted(given)), {})
     else:
-        reg = Registry.load()
         ref = checkpoint or reg.default_bundle(model)
         bundle = load_bundle(ref, registry=reg, device=device, trust_pickle=trust_pickle)
     for role, r in (overrides or {}).items():
-        if r:
+        if not r:
+            continue
+        if r in reg.bundles:  # a registry bundle: its component of that role
+            other = load_bundle(r, registry=reg, device=device, trust_pickle=trust_pickle)
+            if role not in other:
+                raise UsageError(f"--{role} {r}: bundle {r!r} has no {role} "
+                                 f"(it has {', '.join(other.components) or 'nothing'})")
+            bundle.components[role] = other[role]
+        else:
             bundle.components[role] = load_component(r, role, device=device, trust_pickle=trust_pickle)
     if modules:
         from gpmcli.convert import component_from_module

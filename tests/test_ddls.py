@@ -220,6 +220,15 @@ def test_bundle_sampler_defaults_sit_below_the_users_flags(cli, tmp_path, monkey
     info = ran("--no-mala", "--ddls-steps", "2")
     assert info["params"]["mala"] is False and info["params"]["ddls_steps"] == 2
     assert not any("acceptance_rate" in d for d in info["diagnostics"])
+    # a registry bundle name as a role override takes that bundle's component (its sampler defaults stay behind)
+    out = tmp_path / "ov"
+    code, _, err = cli("sample", "--model", "ddls", "--generator", "t", "--discriminator", "t", "-n", "2", "-o", out)
+    assert code == 0, err
+    info = json.loads((out / "run.json").read_text())
+    assert info["components"]["generator"]["ref"] == "t/generator" and info["params"]["mala"] is False
+    code, _, err = cli("sample", "--model", "ddls", "--generator", "t", "--discriminator", "t/generator", "-n", "2",
+                       "-o", tmp_path / "ov2")
+    assert code == 2
     # the gan kind reads no ddls defaults; a malformed params table is one clear error
     (tmp_path / "registry.toml").write_text('[bundles.t]\ngenerator = "t/generator"\nparams = { ddls = 3 }\n')
     code, _, err = cli("sample", "--model", "gan", "-c", "t", "-n", "2", "-o", tmp_path / "bad")
