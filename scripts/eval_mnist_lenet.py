@@ -6,7 +6,9 @@
 Protocol: N = 1,000 samples with seed 0 (``--model`` kind, ``--checkpoint`` bundle/directory, sampler options as
 ``--param key=value``), mapped from the data range to [0, 1], resized to 32x32 (bilinear) when they are 28x28, and
 classified by the csinva LeNet-5 (bundle ``mnist-lenet``). Reported: class histogram, classes present, mean
-max-probability. Pass: all 10 classes present and mean max-probability >= 0.8.
+max-probability. Pass: all 10 classes present and mean max-probability >= 0.8. Also FD-LeNet of the same samples to
+the MNIST test set (``--fd-ref``; 84-d LeNet f6 features as ``gpm fid --features lenet``; with N = 1,000 samples
+the figure carries a positive small-sample bias, so compare figures at equal N).
 """
 
 from __future__ import annotations
@@ -29,13 +31,16 @@ from gpmcli.samplers import get_kind  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from eval_toy import parse_params  # noqa: E402
 
+MNIST_TEST = Path(__file__).resolve().parent.parent.parent / "shared" / "assets" / "mnist" / "t10k-images-idx3-ubyte.gz"
+
 
 def evaluate(model: str, checkpoint: str | None, n: int = 1000, params: dict | None = None, seed: int = 0,
-             batch: int = 250) -> dict:
+             batch: int = 250, fd_ref=None) -> dict:
     lenet = load_bundle("mnist-lenet", registry=Registry.load())["classifier"].module.eval()
     bundle = resolve_bundle(model, checkpoint, None, device="cpu")
     sampler = get_kind(model).build(bundle, with_bundle_defaults(bundle, model, params))  # as gpm sample does
     x = torch.cat([sampler(BatchNoise(seed, range(i, min(n, i + batch)))).x for i in range(0, n, batch)])
+    raw = x
     lo, hi = sampler.data_range or (-1.0, 1.0)
     x = ((x.reshape(n, 1, *x.shape[-2:]) - lo) / (hi - lo)).clamp(0, 1)
     if x.shape[-1] != 32:
@@ -45,9 +50,23 @@ def evaluate(model: str, checkpoint: str | None, n: int = 1000, params: dict | N
     mp, c = p.max(1)
     hist = torch.bincount(c, minlength=10).tolist()
     present = sum(h > 0 for h in hist)
-    return {"model": model, "checkpoint": checkpoint, "n": n, "seed": seed, "params": params or {},
-            "classes_present": present, "class_histogram": hist, "mean_max_prob": round(float(mp.mean()), 4),
-            "pass": present == 10 and float(mp.mean()) >= 0.8}
+    res = {"model": model, "checkpoint": checkpoint, "n": n, "seed": seed, "params": params or {},
+           "classes_present": present, "class_histogram": hist, "mean_max_prob": round(float(mp.mean()), 4),
+           "pass": present == 10 and float(mp.mean()) >= 0.8}
+    if fd_ref is not None:
+        res.update(fd_lenet_of(raw, (lo, hi), fd_ref))
+    return res
+
+
+def fd_lenet_of(x: torch.Tensor, data_range, ref) -> dict:
+    """FD-LeNet of samples ``x`` (data range ``data_range``) to ``ref`` (MNIST idx file, folder or stats), exactly as
+    ``gpm fid SAMPLES.npz REF --features lenet`` measures it (same uint8 quantisation and pipeline)."""
+    from gpmcli.metrics.api import fid
+    from gpmcli.metrics.sources import TensorSource, _to_uint8_nchw
+
+    u8 = _to_uint8_nchw(x.cpu().numpy(), tuple(data_range), "samples")
+    r = fid(TensorSource(torch.from_numpy(u8)), str(ref), features="lenet")
+    return {"fd_lenet": round(float(r.get("fd_lenet", r.get("fid"))), 3), "fd_ref": str(ref), "fd_n_ref": r["n_ref"]}
 
 
 def main(argv=None) -> int:
@@ -58,15 +77,20 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--param", action="append", default=[], help="sampler option key=value (numbers parsed)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--fd-ref", default=str(MNIST_TEST) if MNIST_TEST.is_file() else None,
+                    help="FD-LeNet of the same samples to this reference (default: the MNIST test set of "
+                         "../shared/assets/mnist; 'none' to skip)")
     a = ap.parse_args(argv)
     params = parse_params(a.param)
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    res = evaluate(a.model, a.checkpoint, a.n, params, a.seed)
+    fd_ref = None if a.fd_ref in (None, "none") else a.fd_ref
+    res = evaluate(a.model, a.checkpoint, a.n, params, a.seed, fd_ref=fd_ref)
     if a.json:
         print(json.dumps(res))
     else:
         print(f"{a.model} {a.checkpoint or '(default)'}: {res['classes_present']} classes {res['class_histogram']}, "
-              f"mean max-prob {res['mean_max_prob']:.4f} ({'pass' if res['pass'] else 'FAIL'})")
+              f"mean max-prob {res['mean_max_prob']:.4f} ({'pass' if res['pass'] else 'FAIL'})"
+              + (f"; FD-LeNet {res['fd_lenet']} to {res['fd_ref']} (N = {a.n})" if "fd_lenet" in res else ""))
     return 0 if res["pass"] else 1
 
 
