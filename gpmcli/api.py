@@ -159,6 +159,10 @@ def _prepare(model, checkpoint, overrides, n, seed, params, out_dir, formats, re
     params = with_bundle_defaults(bundle, model, params)
     numerics = apply_to_bundle(bundle, precision=precision, compile=compile, batch=min(batch_size, n), device=dev)
     sampler = spec.build(bundle, params)
+    unused = sorted(set(bundle.params.get(model, {})) - set(sampler.resolved))
+    if unused:  # a typo in registry.toml must not pass silently
+        raise UsageError(f"bundle {bundle.name!r}: params.{model} sets {', '.join(unused)}, which --model {model} "
+                         "does not read")
     target = None
     score = bundle.get("score")
     if score is not None and hasattr(score.module, "sample") and len(sampler.data_shape) == 1:

@@ -229,6 +229,11 @@ def test_bundle_sampler_defaults_sit_below_the_users_flags(cli, tmp_path, monkey
     code, _, err = cli("sample", "--model", "ddls", "--generator", "t", "--discriminator", "t/generator", "-n", "2",
                        "-o", tmp_path / "ov2")
     assert code == 2
+    # a parameter the kind does not read is an error, not silently ignored
+    (tmp_path / "registry.toml").write_text('[bundles.t]\ngenerator = "t/generator"\ndiscriminator = "t/discriminator"\n'
+                                            'params.ddls = { malla = true }\n')
+    code, _, err = cli("sample", "--model", "ddls", "-c", "t", "-n", "2", "-o", tmp_path / "typo")
+    assert code == 2 and "malla" in err and not (tmp_path / "typo" / "run.json").exists()
     # the gan kind reads no ddls defaults; a malformed params table is one clear error
     (tmp_path / "registry.toml").write_text('[bundles.t]\ngenerator = "t/generator"\nparams = { ddls = 3 }\n')
     code, _, err = cli("sample", "--model", "gan", "-c", "t", "-n", "2", "-o", tmp_path / "bad")
