@@ -66,7 +66,12 @@ def fd_lenet_of(x: torch.Tensor, data_range, ref) -> dict:
 
     u8 = _to_uint8_nchw(x.cpu().numpy(), tuple(data_range), "samples")
     r = fid(TensorSource(torch.from_numpy(u8)), str(ref), features="lenet")
-    return {"fd_lenet": round(float(r.get("fd_lenet", r.get("fid"))), 3), "fd_ref": str(ref), "fd_n_ref": r["n_ref"]}
+    shown = str(ref)
+    try:  # ../shared/... rather than this machine's absolute path
+        shown = "../" + str(Path(ref).resolve().relative_to(Path(__file__).resolve().parent.parent.parent))
+    except ValueError:
+        pass
+    return {"fd_lenet": round(float(r.get("fd_lenet", r.get("fid"))), 3), "fd_ref": shown, "fd_n_ref": r["n_ref"]}
 
 
 def main(argv=None) -> int:
