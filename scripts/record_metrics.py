@@ -30,11 +30,12 @@ def main(argv=None) -> int:
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("results", type=Path, help="JSON lines")
     ap.add_argument("--command", action="append", default=[], help="reproduction command(s), one per result line")
+    ap.add_argument("--replace", action="store_true", help="drop the metrics recorded before (a newer protocol)")
     a = ap.parse_args(argv)
     comp = load_checkpoint(a.checkpoint)
     cfg = dict(comp.config)
     lines = [json.loads(ln) for ln in a.results.read_text().splitlines() if ln.strip().startswith("{")]
-    metrics = dict(cfg.get("metrics") or {})
+    metrics = {} if a.replace else dict(cfg.get("metrics") or {})
     card_lines = []
     for i, res in enumerate(lines):
         cmd = a.command[i] if i < len(a.command) else (a.command[-1] if a.command else None)
@@ -53,7 +54,14 @@ def main(argv=None) -> int:
                               f"`{m.get('command', '')}`")
     card = (a.checkpoint / CARD).read_text()
     marker = "\n## Measured metrics\n"
-    card = card.split(marker)[0].rstrip("\n") + "\n" + marker + "\n" + "\n".join(card_lines) + "\n"
+    before, _, after = card.partition(marker)
+    # keep what follows the old list of metrics (notes written after it); the list is the first run of "- " lines
+    rest = after.lstrip("\n").splitlines()
+    while rest and (rest[0].startswith("- ") or rest[0].startswith("  ")):
+        rest.pop(0)
+    tail = "\n".join(rest).strip("\n")
+    card = (before.rstrip("\n") + "\n" + marker + "\n" + "\n".join(card_lines) + "\n"
+            + (f"\n{tail}\n" if tail else ""))
     cfg.pop("gpm_format", None)
     save_checkpoint(a.checkpoint, comp.module, cfg, card=card)
     print(f"recorded {len(lines)} result(s) in {a.checkpoint}")
