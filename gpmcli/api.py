@@ -51,17 +51,24 @@ def resolve_bundle(model: str, checkpoint: str | None, overrides: dict[str, str]
     if both:
         raise UsageError(f"--{both[0]} and --module {both[0]}=... both replace the {both[0]}; give one of them")
     given = set(modules) | {r for r, v in (overrides or {}).items() if v}
-    reg = Registry.load()
+    reg: Registry | None = None  # read only when a name may need it
+
+    def registry() -> Registry:
+        nonlocal reg
+        reg = reg or Registry.load()
+        return reg
+
     if checkpoint is None and needed and set(needed) <= given:
         bundle = Bundle("+".join(sorted(given)), {})
     else:
-        ref = checkpoint or reg.default_bundle(model)
-        bundle = load_bundle(ref, registry=reg, device=device, trust_pickle=trust_pickle)
+        ref = checkpoint or registry().default_bundle(model)
+        bundle = load_bundle(ref, registry=registry(), device=device, trust_pickle=trust_pickle)
     for role, r in (overrides or {}).items():
         if not r:
             continue
-        if r in reg.bundles:  # a registry bundle: its component of that role
-            other = load_bundle(r, registry=reg, device=device, trust_pickle=trust_pickle)
+        is_name = not (r.startswith(("hf:", "toy:")) or Path(r).exists())
+        if is_name and r in registry().bundles:  # a registry bundle: its component of that role
+            other = load_bundle(r, registry=registry(), device=device, trust_pickle=trust_pickle)
             if role not in other:
                 raise UsageError(f"--{role} {r}: bundle {r!r} has no {role} "
                                  f"(it has {', '.join(other.components) or 'nothing'})")
