@@ -89,7 +89,7 @@ def with_bundle_defaults(bundle: Bundle, model: str, params: dict[str, Any] | No
     """The user's sampler parameters over the registry bundle's defaults for ``model`` (``[bundles.NAME.params.KIND]``
     in registry.toml); a user value of None means "not given"."""
     merged = dict(params or {})
-    given = getattr(bundle, "params", {}).get(model, {})
+    given = bundle.params.get(model, {})
     for k, v in given.items():
         if merged.get(k) is None:
             merged[k] = v
