@@ -47,8 +47,8 @@ def evaluate(model: str, checkpoint: str | None, target: str, n: int = 5000, par
     fresh = gm.sample(n, torch.Generator().manual_seed(99))
     sw = sliced_wasserstein(x, fresh, n_proj, torch.Generator().manual_seed(7))
     floor = noise_floor(gm, n, n_proj)
-    return {"model": model, "checkpoint": checkpoint, "target": f"toy:{target}", "params": params or {}, "n": n,
-            "n_proj": n_proj, "sw": round(sw, 5), "noise_floor": round(floor, 5), "ratio": round(sw / floor, 3),
+    return {"model": model, "checkpoint": checkpoint, "target": f"toy:{target}", "params": params or {}, "seed": seed,
+            "n": n, "n_proj": n_proj, "sw": round(sw, 5), "noise_floor": round(floor, 5), "ratio": round(sw / floor, 3),
             "pass": sw <= 2 * floor, "sample_wall_s": round(wall, 2)}
 
 

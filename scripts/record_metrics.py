@@ -22,7 +22,8 @@ from gpmcli.checkpoint import CARD, load_checkpoint, save_checkpoint  # noqa: E4
 
 def key_of(res: dict) -> str:
     params = ",".join(f"{k}={v}" for k, v in sorted(res.get("params", {}).items()))
-    return f"{res.get('model', 'metric')}" + (f"[{params}]" if params else "")
+    seed = f"@seed{res['seed']}" if res.get("seed") else ""  # seed 0 (the protocol's) is not spelled out
+    return f"{res.get('model', 'metric')}" + (f"[{params}]" if params else "") + seed
 
 
 def main(argv=None) -> int:
