@@ -163,9 +163,14 @@ def _prepare(model, checkpoint, overrides, n, seed, params, out_dir, formats, re
     if missing:
         raise UsageError(f"--model {model} needs a {' and a '.join(missing)} (bundle {bundle.name!r} has "
                          f"{', '.join(bundle.components) or 'nothing'})")
+    given = sorted(k for k, v in (params or {}).items() if v is not None)
     params = with_bundle_defaults(bundle, model, params)
     numerics = apply_to_bundle(bundle, precision=precision, compile=compile, batch=min(batch_size, n), device=dev)
     sampler = spec.build(bundle, params)
+    ignored = [k for k in given if k not in sampler.resolved]
+    if ignored:  # a flag that changes nothing is a mistake the user should hear about (e.g. --steps for ddls)
+        flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
+        raise UsageError(f"--model {model} does not use {flags} (see `gpm sample --help` for what each option applies to)")
     unused = sorted(set(bundle.params.get(model, {})) - set(sampler.resolved))
     if unused:  # a typo in registry.toml must not pass silently
         raise UsageError(f"bundle {bundle.name!r}: params.{model} sets {', '.join(unused)}, which --model {model} "

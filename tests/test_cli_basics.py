@@ -20,6 +20,34 @@ def test_help_lists_every_command():
         assert c in out
 
 
+def _command_paths():
+    import typer.main
+
+    from gpmcli.cli import app
+
+    def walk(cmd, path):
+        yield path
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, path + [name])
+
+    return list(walk(typer.main.get_command(app), []))
+
+
+def test_every_help_page_renders(cli):
+    """Each command's --help exits 0 and shows square brackets literally (help text goes through rich markup: an
+    unescaped "[/SUB]" once crashed `gpm sample --help`)."""
+    paths = _command_paths()
+    assert ["sample"] in paths and ["models", "pull"] in paths
+    for path in paths:
+        code, out, err = cli(*path, "--help")
+        assert code == 0, (path, out, err)
+        assert "Usage" in out, path
+    for path, text in ((["sample"], "NAME[@REV][/SUB]"), (["models", "pull"], "[hf:]ORG/NAME[@REV][/SUBFOLDER]"),
+                       (["convert"], "NAME[@REV]"), (["models", "info"], "REPO[@REV]")):
+        out = cli(*path, "--help")[1]
+        assert text in "".join(out.split()).replace("│", ""), path
+
+
 def test_unknown_model_is_one_line_usage_error():
     p = subprocess.run([sys.executable, "-m", "gpmcli", "-q", "sample", "--model", "nope", "-o", "/tmp/x"],
                        capture_output=True, text=True)
@@ -61,3 +89,14 @@ def test_gpm_errors_are_one_line_in_a_real_process(tmp_path):
                        text=True)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "hf:ORG/NAME[@REV][/SUBFOLDER]" in p.stderr
+
+
+def test_a_flag_the_sampler_does_not_use_is_a_usage_error(cli, tmp_path):
+    """`--steps` means nothing to DDLS (its chain length is --ddls-steps): refuse it rather than ignore it."""
+    out = tmp_path / "o"
+    code, _, err = cli("sample", "--model", "ddls", "-c", "toy-pentagon-ddls", "-n", "2", "--steps", "5", "-o", out)
+    assert code == 2 and "does not use --steps" in err and not out.exists()
+    code, _, err = cli("sample", "--model", "gan", "-n", "2", "--snr", "0.1", "--sde", "vp", "-o", out)
+    assert code == 2 and "--sde, --snr" in err and not out.exists()
+    code, _, err = cli("sample", "--model", "ddls", "-c", "toy-pentagon-ddls", "-n", "2", "--ddls-steps", "3", "-o", out)
+    assert code == 0 and (out / "run.json").exists(), err

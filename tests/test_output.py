@@ -32,8 +32,9 @@ class _NoisyChain:
         self.steps = param(params, "steps", 3, self.resolved)
         self.data_shape = tuple(params.get("shape") or (1, 8, 8))
         self.data_range = (-1.0, 1.0) if len(self.data_shape) == 3 else None
-        self.delay = float(params.get("delay") or 0.0)
-        self.hold_from = params.get("hold_from")  # block (until killed) on the batch that starts at this index
+        # pacing only (set by _run, not sampler params: they do not change the samples or the run's identity)
+        self.delay = _PACING["delay"]
+        self.hold_from = _PACING["hold_from"]  # block (until killed) on the batch that starts at this index
         self.resolved["shape"] = list(self.data_shape)
 
     def __call__(self, noise, trajectory=False):
@@ -52,7 +53,11 @@ class _NoisyChain:
 register_kind(SamplerSpec("test-noisy", (), _NoisyChain, "test only"))
 
 
-def _run(out, n=20, b=7, resume=False, **params):
+_PACING = {"delay": 0.0, "hold_from": None}
+
+
+def _run(out, n=20, b=7, resume=False, delay=0.0, hold_from=None, **params):
+    _PACING.update(delay=delay, hold_from=hold_from)
     return api.sample("test-noisy", checkpoint="toy:pentagon", n=n, batch_size=b, seed=3, params=params,
                       out_dir=out, resume=resume, device="cpu", command="test")
 

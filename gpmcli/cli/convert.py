@@ -64,7 +64,7 @@ def meta_from_flags(*, parameterization=None, sigma_data=None, sigma_min=None, s
 
 @app.command()
 def convert(
-    src: str = typer.Argument(..., help="Source weights: a file, a diffusers folder, or hf:ORG/NAME[@REV]."),
+    src: str = typer.Argument(..., help="Source weights: a file, a diffusers folder, or hf:ORG/NAME\\[@REV]."),
     out: Path = typer.Option(..., "-o", "--out", help="Output checkpoint directory."),
     fmt: str = typer.Option(..., "--from", help="Format: csinva-mlp-gan-g, csinva-mlp-gan-d, ryhan-wgangp-g, "
                             "ryhan-wgangp-critic, csinva-lenet, csinva-dcgan-d, dcgan-g, dcgan-d, state-dict, "

@@ -73,7 +73,7 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
 
 
 @models_app.command()
-def pull(ref: str = typer.Argument(..., help="Bundle name or [hf:]ORG/NAME[@REV][/SUBFOLDER]."),
+def pull(ref: str = typer.Argument(..., help="Bundle name or \\[hf:]ORG/NAME\\[@REV]\\[/SUBFOLDER]."),
          force: bool = typer.Option(False, "--force", help="Download again even if cached."),
          as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
     """Download a bundle or repository (pinned revision, sha256 verified)."""
@@ -93,7 +93,7 @@ def pull(ref: str = typer.Argument(..., help="Bundle name or [hf:]ORG/NAME[@REV]
 
 
 @models_app.command()
-def info(ref: str = typer.Argument(..., help="Bundle name, checkpoint dir, weight file or hf:REPO[@REV]."),
+def info(ref: str = typer.Argument(..., help="Bundle name, checkpoint dir, weight file or hf:REPO\\[@REV]."),
          as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
          trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow weight files that run pickled code "
                                            "(only for files from a source you trust).")):

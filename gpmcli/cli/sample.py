@@ -22,7 +22,7 @@ def sample(
     model: str = typer.Option(..., "--model", "-m", help="Sampler kind: edm, pc, ode, ancestral, langevin, "
                               "discr-flow, diffflow, gan, score-gan, ddls."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Bundle name, checkpoint dir, "
-                                             "hf:ORG/NAME[@REV][/SUB] or toy:NAME|FILE.json (default: the kind's bundle)."),
+                                             "hf:ORG/NAME\\[@REV]\\[/SUB] or toy:NAME|FILE.json (default: the kind's bundle)."),
     score: Optional[str] = typer.Option(None, "--score", help="Replace the bundle's score network."),
     discriminator: Optional[str] = typer.Option(None, "--discriminator", help="Replace the bundle's discriminator."),
     generator: Optional[str] = typer.Option(None, "--generator", help="Replace the bundle's generator."),
