@@ -4,7 +4,7 @@
 
 Sections (each case runs in a fresh worker process, so peak memory and compile caches are its own):
 
-- ``overhead``   every sampler's wall time over NFE x one bare network evaluation (benchmarks/samplers.py)
+- ``overhead``   every sampler's wall time over the time of its own network evaluations (benchmarks/samplers.py)
 - ``fid``        gpm's Fréchet step vs scipy sqrtm, and gpm's feature pass (benchmarks/fid.py)
 - ``diffusers``  gpm ``ancestral`` vs diffusers' DDPMPipeline on the same UNet and scheduler at equal NFE
 - ``precision``  fp32 vs bf16 autocast of the network (steady-state batch time)
