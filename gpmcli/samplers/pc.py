@@ -118,7 +118,7 @@ class PCSampler(ScoreSamplerBase):
     # Each sample still depends on its own noise only. The ratio stays capped at sqrt(1 + std(t)^2) (unit-scale data).
     SNR_SPAN = 800
 
-    def _langevin_ratio(self, s, xi, std: float):
+    def _langevin_ratio(self, s, xi, std: float, run: dict):
         gn = flat_norm(s)
         if self.snr_norm == "batch":  # the reference: batch means of the samples' norms
             nn_ = flat_norm(xi)
@@ -129,11 +129,12 @@ class PCSampler(ScoreSamplerBase):
         mean_noise_norm = math.sqrt(2.0) * math.exp(math.lgamma((d + 1) / 2) - math.lgamma(d / 2))
         beta = 1.0 - 1.0 / math.ceil(self.SNR_SPAN / d)
         # a vanished score (float32 underflow at tiny std) says nothing about the running mean, and gives no step
-        self._sq_norm = torch.where(gn > 0, beta * self._sq_norm + (1.0 - beta) * (std * gn) ** 2, self._sq_norm)
-        ratio = torch.where(gn > 0, mean_noise_norm * std / self._sq_norm.sqrt(), torch.zeros_like(gn))
+        sq = run["sq_norm"]
+        sq = run["sq_norm"] = torch.where(gn > 0, beta * sq + (1.0 - beta) * (std * gn) ** 2, sq)
+        ratio = torch.where(gn > 0, mean_noise_norm * std / sq.sqrt(), torch.zeros_like(gn))
         return ratio.clamp_max(math.sqrt(1.0 + std**2))
 
-    def _correct(self, x, t: float, lvl: int, noise: BatchNoise):
+    def _correct(self, x, t: float, lvl: int, noise: BatchNoise, run: dict):
         sde, den = self.sde, self.den
         if self.corrector == "none":
             return x, x
@@ -144,7 +145,7 @@ class PCSampler(ScoreSamplerBase):
             s = sde.score(den, x, t)
             xi = noise.randn(self.data_shape, dtype=x.dtype)
             if self.corrector == "langevin":
-                eps = per_sample(2 * alpha * (self.snr * self._langevin_ratio(s, xi, std)) ** 2, x)
+                eps = per_sample(2 * alpha * (self.snr * self._langevin_ratio(s, xi, std, run)) ** 2, x)
             else:  # ald: NCSN step size from the marginal std
                 eps = 2 * alpha * (self.snr * std) ** 2
             x, x_mean = em_step(x, s, eps, torch.sqrt(torch.as_tensor(2 * eps, dtype=x.dtype, device=x.device)), xi)
@@ -155,7 +156,7 @@ class PCSampler(ScoreSamplerBase):
         sde = self.sde
         x = noise.randn(self.data_shape, dtype=self.dtype) * sde.prior_std
         # running mean of (std(t) ||s||)^2 per sample (see _langevin_ratio), started at its prior value D
-        self._sq_norm = torch.full((x.shape[0],), float(x[0].numel()), dtype=x.dtype, device=x.device)
+        run = {"sq_norm": torch.full((x.shape[0],), float(x[0].numel()), dtype=x.dtype, device=x.device)}
         frames = Frames(trajectory, sde.N)
         frames.add(x, force=True)
         x_mean = x
@@ -164,11 +165,11 @@ class PCSampler(ScoreSamplerBase):
             for i, t in enumerate(sde.timesteps().tolist()):
                 lvl = sde.N - 1 - i
                 if self.order == "corrector-first":
-                    x, x_mean = self._correct(x, t, lvl, noise)
+                    x, x_mean = self._correct(x, t, lvl, noise, run)
                     x, x_mean = self._predict(x, t, lvl, noise)
                 else:
                     x, x_mean = self._predict(x, t, lvl, noise)
-                    x, x_mean = self._correct(x, t, lvl, noise)
+                    x, x_mean = self._correct(x, t, lvl, noise, run)
                 if i < sde.N - 1:
                     frames.add(x, i + 1)
         frames.add(x_mean, force=True)
