@@ -12,6 +12,7 @@ sampler exactly DDPM's ancestral loop (with variance beta_i) for an eps network 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -28,6 +29,12 @@ from gpmcli.samplers.scorekit import (Frames, PhaseTimer, ScoreSamplerBase, chec
 
 PREDICTORS = ("euler-maruyama", "reverse-diffusion", "ancestral", "none")
 CORRECTORS = ("langevin", "ald", "none")
+
+
+@functools.lru_cache(maxsize=None)
+def _chi_mean(d: int) -> float:
+    """E||xi|| for xi ~ N(0, I_d): sqrt(2) Gamma((d + 1) / 2) / Gamma(d / 2)."""
+    return math.sqrt(2.0) * math.exp(math.lgamma((d + 1) / 2) - math.lgamma(d / 2))
 
 
 class PCSampler(ScoreSamplerBase):
@@ -127,7 +134,7 @@ class PCSampler(ScoreSamplerBase):
             # a score that vanishes in float32 (D(x, sigma) == x at tiny sigma) gives no step, not an inf one
             return torch.where(gn > 0, nn_ / gn.clamp_min(torch.finfo(gn.dtype).tiny), torch.zeros_like(gn))
         d = xi[0].numel()
-        mean_noise_norm = math.sqrt(2.0) * math.exp(math.lgamma((d + 1) / 2) - math.lgamma(d / 2))
+        mean_noise_norm = _chi_mean(d)
         beta = 1.0 - 1.0 / math.ceil(self.SNR_SPAN / d)
         # a vanished score (float32 underflow at tiny std) says nothing about the running mean, and gives no step
         sq = run["sq_norm"]
