@@ -144,7 +144,7 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, *, ref: str | None = None, expe
     if config.get("gpm_format", 0) > GPM_FORMAT:
         raise UsageError(f"{d}: checkpoint format {config['gpm_format']} is newer than this gpm understands; upgrade gpm")
     if config["arch"].get("name") == "user-module":  # architecture shipped as a Python file (gpm convert --module)
-        from gpmcli.convert import build_user_module
+        from gpmcli.usercode import build_user_module
 
         module = build_user_module(config["arch"], d, trust_code=trust_code)
     else:

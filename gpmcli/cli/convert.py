@@ -29,7 +29,7 @@ def meta_from_flags(*, parameterization=None, sigma_data=None, sigma_min=None, s
                     latent_dim=None, latent_shape=None, output=None, loss=None, data_shape=None, data_range=None,
                     dataset=None, meta=None) -> dict:
     """Role metadata (config.json form) from the convert flags; ``meta`` (JSON) is merged last."""
-    from gpmcli.convert import _deep_update, parse_json
+    from gpmcli.convert.common import deep_update as _deep_update, parse_json
 
     m: dict = {}
     p = {k: v for k, v in (("type", parameterization), ("sigma_data", sigma_data), ("sigma_min", sigma_min),
