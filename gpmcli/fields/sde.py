@@ -241,10 +241,15 @@ SDE_NAMES = ("ve", "vp", "subvp")
 
 def make_sde(name: str, n: int, den: Denoiser | None = None, *, sigma_min: float | None = None,
              sigma_max: float | None = None, config: dict | None = None) -> SDE:
-    """The SDE ``name`` with N levels. VE takes its sigma range from the flags, else from [0.01, 50] clipped to the
-    denoiser's trained range. VP/sub-VP take beta_min/beta_max from a linear DDPM schedule in the score config when
+    """The SDE ``name`` with N levels. VE takes its sigma range from the flags, else from the network's trained range
+    when its parameterization says it is a VE network (``"sde": "ve"``, e.g. a converted ScoreSdeVe model), else from
+    [0.01, 50] clipped to the denoiser's trained range. VP/sub-VP take beta_min/beta_max from a linear DDPM schedule in the score config when
     there is one (score_sde convention: b0 = N_train beta_start, b1 = N_train beta_end), else (0.1, 20)."""
     if name == "ve":
+        if ((config or {}).get("parameterization") or {}).get("sde") == "ve":  # a VE network: its own trained range
+            lo = sigma_min if sigma_min is not None else getattr(den, "sigma_min", 0.01)
+            hi = sigma_max if sigma_max is not None else getattr(den, "sigma_max", 50.0)
+            return VESDE(lo, hi, n)
         lo = sigma_min if sigma_min is not None else max(0.01, getattr(den, "sigma_min", 0.01))
         hi = sigma_max if sigma_max is not None else min(50.0, getattr(den, "sigma_max", 50.0))
         return VESDE(lo, hi, n)
