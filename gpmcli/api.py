@@ -180,6 +180,10 @@ def _prepare(model, checkpoint, overrides, n, seed, params, out_dir, formats, re
     if score is not None and hasattr(score.module, "sample") and len(sampler.data_shape) == 1:
         target = score.module.sample(2000, torch.Generator().manual_seed(0)).cpu().numpy()
     components = {role: {"ref": c.ref, "sha256": c.sha256, "role": c.role} for role, c in bundle.components.items()}
+    for role, c in bundle.components.items():  # a Hub repository converted by gpm: the commit and file it resolved
+        resolved = ((c.config or {}).get("provenance") or {}).get("resolved")
+        if resolved:
+            components[role]["resolved"] = resolved
     identity = {"model": model, "components": {r: c["sha256"] or c["ref"] for r, c in components.items()},
                 "seed": seed, "params": sampler.resolved}
     writer = SampleWriter(out_dir, n, sampler.data_shape, sampler.data_range, formats, resume, target=target,

@@ -36,14 +36,19 @@ def list_models(*, registry=None, cache_dir=None) -> dict[str, Any]:
         comps = {}
         for role, c in spec.components.items():
             kind = ref_kind(c.ref)
-            if kind == "hf":
+            if kind == "hf" and c.convert:
+                from gpmcli.zoo import cached_conversion
+
+                present = cached_conversion(c.ref, c.convert) is not None
+            elif kind == "hf":
                 present = is_cached(c.ref, cache_dir=cache_dir)
             elif kind == "local":
                 present = (_local_path(c.ref, reg.root) / "model.safetensors").is_file()
             else:
                 present = True
-            comps[role] = {"ref": c.ref, "sha256": c.sha256, "source": kind, "available": present}
-        bundles.append({"name": name, "description": spec.description,
+            comps[role] = {"ref": c.ref, "sha256": c.sha256, "source": kind, "available": present, "pin": c.pin,
+                           "convert": c.convert, "unpinned": c.unpinned}
+        bundles.append({"name": name, "description": spec.description, **spec.info,
                         "default_for": sorted(k for k, v in reg.defaults.items() if v == name), "components": comps})
     return {"registry": str(reg.root / "registry.toml"), "bundles": bundles,
             "cache_dir": str(hub_cache_dir(cache_dir)), "cache": cache_contents(cache_dir)}
@@ -64,7 +69,13 @@ def pull(ref: str, *, force: bool = False, registry=None) -> list[dict[str, Any]
         for role, c in reg.bundles[ref].components.items():
             kind = ref_kind(c.ref)
             rec = {"role": role, "ref": c.ref, "source": kind}
-            if kind == "hf":
+            if kind == "hf" and c.convert:  # a foreign repository: download, convert once, cache the conversion
+                from gpmcli.registry import load_component
+
+                comp = load_component(c.ref, role, sha256=c.sha256, convert=c.convert)
+                rec.update(path=str(comp.path), sha256=comp.sha256, convert=c.convert, pin=c.pin,
+                           resolved=comp.config.get("provenance", {}).get("resolved"))
+            elif kind == "hf":
                 path = download_checkpoint(c.ref, expected_sha256=c.sha256, force=force)
                 rec.update(path=str(path), sha256=sha256_file(path / "model.safetensors"))
             elif kind == "local":
@@ -172,7 +183,14 @@ def info(ref: str, *, trust_pickle: bool = False, registry=None) -> dict[str, An
         for role, c in spec.components.items():
             entry: dict[str, Any] = {"ref": c.ref, "sha256": c.sha256, "source": ref_kind(c.ref)}
             try:
-                if entry["source"] == "hf":
+                if entry["source"] == "hf" and c.convert:
+                    from gpmcli.zoo import cached_conversion
+
+                    entry.update(convert=c.convert, pin=c.pin, unpinned=c.unpinned)
+                    done = cached_conversion(c.ref, c.convert)
+                    sub = (checkpoint_info(done, ref=c.ref) if done else
+                           {"role": role, "path": None, "note": "not converted yet (`gpm models pull`)"})
+                elif entry["source"] == "hf":
                     sub = _cached_hf_info(c.ref, c.sha256)
                 elif entry["source"] == "toy":
                     sub = info(c.ref, registry=reg)
@@ -183,7 +201,7 @@ def info(ref: str, *, trust_pickle: bool = False, registry=None) -> dict[str, An
             except (DownloadError, UsageError) as e:
                 entry["error"] = str(e)
             comps[role] = entry
-        return {"kind": "bundle", "name": ref, "description": spec.description,
+        return {"kind": "bundle", "name": ref, "description": spec.description, **spec.info,
                 "default_for": sorted(k for k, v in reg.defaults.items() if v == ref), "components": comps}
     if ref.startswith("hf:"):
         from gpmcli.hub import download_checkpoint

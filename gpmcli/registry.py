@@ -32,6 +32,16 @@ class ComponentSpec:
     role: str
     ref: str
     sha256: str | None = None
+    convert: str | None = None  # a foreign Hub repository converted on first use (gpmcli.zoo)
+    unpinned: str | None = None  # why a Hub reference has no pinned commit (said by `gpm models list`)
+
+    @property
+    def pin(self) -> str:
+        """``pinned`` (commit + sha256), ``unpinned`` or ``local``."""
+        if not self.ref.startswith("hf:"):
+            return "local"
+        rev = self.ref[3:].partition("@")[2].split("/")[0]
+        return "pinned" if len(rev) == 40 and not self.unpinned else "unpinned"
 
 
 @dataclass
@@ -40,6 +50,7 @@ class BundleSpec:
     description: str = ""
     components: dict[str, ComponentSpec] = field(default_factory=dict)
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # license, source, kinds, published (zoo bundles)
 
 
 @dataclass
@@ -64,7 +75,9 @@ class Registry:
                 raise UsageError(f"{path}: [bundles.{name}] must be a table")
             spec = BundleSpec(name, description=str(body.get("description", "")))
             for role, v in body.items():
-                if role in ("description", "notes", "license"):
+                if role in ("description", "notes", "license", "source", "kinds", "published"):
+                    if role != "description":
+                        spec.info[role] = v
                     continue
                 if role == "params":  # [bundles.NAME.params.KIND]: sampler defaults for --model KIND
                     if not isinstance(v, dict) or not all(isinstance(t, dict) for t in v.values()):
@@ -74,7 +87,8 @@ class Registry:
                 if isinstance(v, str):
                     spec.components[role] = ComponentSpec(role, v)
                 elif isinstance(v, dict) and isinstance(v.get("ref"), str):
-                    spec.components[role] = ComponentSpec(role, v["ref"], v.get("sha256"))
+                    spec.components[role] = ComponentSpec(role, v["ref"], v.get("sha256"), v.get("convert"),
+                                                          v.get("unpinned"))
                 else:
                     raise UsageError(f"{path}: bundles.{name}.{role} must be a reference string or "
                                      "{ ref = ..., sha256 = ... }")
@@ -99,7 +113,14 @@ class Registry:
         for name, spec in self.bundles.items():
             for role, c in spec.components.items():
                 where = f"bundles.{name}.{role}"
-                if c.ref.startswith("hf:"):
+                if c.ref.startswith("hf:") and c.convert:  # a foreign repository, converted on first use
+                    from gpmcli.convert import FORMATS
+
+                    if c.convert not in FORMATS:
+                        out.append(f"{where}: convert = {c.convert!r} is not a gpm convert format")
+                    if c.pin == "unpinned" and not c.unpinned:
+                        out.append(f"{where}: {c.ref} is not pinned to a commit and does not say why (unpinned = ...)")
+                elif c.ref.startswith("hf:"):
                     try:
                         r = parse_hf_ref(c.ref)
                     except UsageError as e:
@@ -119,9 +140,25 @@ class Registry:
 
 
 def load_component(ref: str, role: str | None = None, *, sha256: str | None = None, device="cpu",
-                   trust_pickle: bool = False, base: Path | None = None) -> Component:
-    """Resolve one component reference (not a bundle) and load it."""
+                   trust_pickle: bool = False, base: Path | None = None, convert: str | None = None) -> Component:
+    """Resolve one component reference (not a bundle) and load it. ``convert``: ``ref`` is a Hub repository in that
+    ``gpm convert`` format, converted once and cached (:mod:`gpmcli.zoo`)."""
     from gpmcli.checkpoint import load_checkpoint
+
+    if convert is not None:
+        from gpmcli.zoo import converted_component
+
+        path = converted_component(ref, convert)
+        comp = load_checkpoint(path, ref=ref, device=device)
+        got = (comp.config.get("provenance", {}).get("resolved") or {}).get("sha256")
+        if sha256 and got != sha256.lower():
+            from gpmcli.errors import IntegrityError
+
+            raise IntegrityError(f"{ref}: the converted weight file has sha256 {str(got)[:12]}…, the registry pins "
+                                 f"{sha256[:12]}…; the revision changed or the cache is corrupt: delete {path}")
+        if role is not None and comp.role != role:
+            raise UsageError(f"{ref} converts to a {comp.role} checkpoint, but a {role} is needed here")
+        return comp
 
     if ref.startswith("toy:"):
         from gpmcli.fields.toy import load_toy, toy_config
@@ -150,7 +187,8 @@ def load_bundle(ref: str, *, registry: Registry | None = None, device="cpu", tru
     registry = registry or Registry.load()
     if ref in registry.bundles:
         spec = registry.bundles[ref]
-        comps = {role: load_component(c.ref, role, sha256=c.sha256, device=device, base=registry.root)
+        comps = {role: load_component(c.ref, role, sha256=c.sha256, device=device,
+                                      base=registry.root, convert=c.convert)
                  for role, c in spec.components.items()}
         return Bundle(ref, comps, params={k: dict(v) for k, v in spec.params.items()})
     comp = load_component(ref, device=device, trust_pickle=trust_pickle)

@@ -55,9 +55,11 @@ def list_(as_json: bool = typer.Option(False, "--json", help="Machine-readable o
     for col in ("bundle", "default for", "components", "available", "description"):
         t.add_column(col)
     for b in data["bundles"]:
-        comps = "\n".join(f"{r}: {c['ref']}" for r, c in b["components"].items())
+        comps = "\n".join(f"{r}: {c['ref']}" + (f" ({c['convert']}, {c['pin']})" if c.get("convert") else "")
+                          for r, c in b["components"].items())
         avail = "\n".join("yes" if c["available"] else "no (pull)" for c in b["components"].values())
-        t.add_row(*map(Text, (b["name"], ", ".join(b["default_for"]) or "-", comps, avail, b["description"])))
+        desc = b["description"] + "".join(f"\n{k}: {b[k]}" for k in ("source", "license", "published") if b.get(k))
+        t.add_row(*map(Text, (b["name"], ", ".join(b["default_for"]) or "-", comps, avail, desc)))
     out_console.print(t)
     c = Table(title=Text(f"Hub cache ({data['cache_dir']})"), title_justify="left")
     for col in ("repository", "revision", "refs", "gpm checkpoints", "size"):

@@ -1,0 +1,91 @@
+"""Registry components that are foreign Hub repositories, converted on first use (the model zoo).
+
+A registry component ``{ ref = "hf:ORG/NAME[@REV]", convert = "FORMAT" }`` names a repository in its own format
+(a diffusers pipeline, ...). On first use gpm downloads it (files verified as every Hub download), converts it with
+``gpm convert --from FORMAT`` and caches the converted checkpoint under
+``$GPM_CACHE/converted/ORG--NAME/COMMIT/FORMAT`` (default ``~/.cache/gpm``), keyed by the commit the revision
+resolved to: a later use, online or offline, loads the cached conversion. The original files stay in the Hugging Face
+cache. The converted checkpoint's provenance records the repository, the commit and the sha256 of the weight file
+(``provenance.resolved``), and ``run.json`` copies it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from gpmcli.errors import DownloadError
+
+_HEX40 = re.compile(r"^[0-9a-f]{40}$")
+
+
+def gpm_cache_dir() -> Path:
+    """``$GPM_CACHE``, else ``$XDG_CACHE_HOME/gpm``, else ``~/.cache/gpm``."""
+    if os.environ.get("GPM_CACHE"):
+        return Path(os.environ["GPM_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpm"
+
+
+def converted_dir(repo_id: str, commit: str, fmt: str) -> Path:
+    return gpm_cache_dir() / "converted" / repo_id.replace("/", "--") / commit / fmt
+
+
+def resolve_commit(ref: str) -> str:
+    """The commit ``ref``'s revision points at (a pinned commit as is; else the Hub's answer, or the cached ref when
+    offline). Fetches the repository's small config files on the way."""
+    from gpmcli.hub import download_repo, parse_hf_ref
+
+    r = parse_hf_ref(ref)
+    if r.revision and _HEX40.match(r.revision):
+        return r.revision
+    root = Path(download_repo(f"hf:{r.repo_id}" + (f"@{r.revision}" if r.revision else ""),
+                              allow_patterns=["*.json"]))
+    if not _HEX40.match(root.name):
+        raise DownloadError(f"{ref}: could not tell which commit the revision resolved to ({root})")
+    return root.name
+
+
+def cached_conversion(ref: str, fmt: str) -> Path | None:
+    """The cached converted checkpoint of ``ref`` if there is one (no network)."""
+    from gpmcli.hub import parse_hf_ref
+
+    r = parse_hf_ref(ref)
+    try:
+        commit = resolve_commit(ref) if (r.revision and _HEX40.match(r.revision)) else None
+    except DownloadError:
+        commit = None
+    if commit is None:
+        from gpmcli.hub import hub_cache_dir
+
+        refs = hub_cache_dir() / f"models--{r.repo_id.replace('/', '--')}" / "refs" / (r.revision or "main")
+        commit = refs.read_text().strip() if refs.is_file() else None
+    if commit is None:
+        return None
+    d = converted_dir(r.repo_id, commit, fmt)
+    return d if (d / "model.safetensors").is_file() else None
+
+
+def converted_component(ref: str, fmt: str, *, license: str | None = None, force: bool = False) -> Path:
+    """Download ``ref`` (format ``fmt``), convert it once, and return the cached gpm checkpoint directory."""
+    from gpmcli.convert import convert
+    from gpmcli.hub import parse_hf_ref
+
+    r = parse_hf_ref(ref)
+    commit = resolve_commit(ref)
+    out = converted_dir(r.repo_id, commit, fmt)
+    if (out / "model.safetensors").is_file() and (out / "config.json").is_file() and not force:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{fmt}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    pinned = f"hf:{r.repo_id}@{commit}" + (f"/{r.subfolder}" if r.subfolder else "")
+    try:
+        convert(pinned, tmp, fmt, license=license, source=pinned, force=True)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)  # a reader sees no conversion or a complete one
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
