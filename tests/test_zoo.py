@@ -92,7 +92,7 @@ def test_bundle_pulls_converts_and_samples_every_kind(zoo_hub, cli, bundle, tmp_
         im = Image.open(pngs[0])
         assert im.size == (size, size) and im.mode == "RGB"
         run = json.loads((out_dir / "run.json").read_text())
-        assert run["data_range"] == [-1.0, 1.0]
+        assert run["data_range"] == ([0.0, 1.0] if "ncsnpp" in repo else [-1.0, 1.0])
         assert run["components"]["score"]["resolved"]["commit"] == zoo_hub.commits[repo]
 
 

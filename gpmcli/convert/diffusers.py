@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from gpmcli.convert.common import Converted, Options, deep_update, load_strict, provenance, sha256_file, write
-from gpmcli.convert.schedulers import parameterization_from_scheduler
+from gpmcli.convert.schedulers import data_range_from_scheduler, parameterization_from_scheduler
 from gpmcli.errors import UsageError
 
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -108,7 +108,8 @@ def convert_diffusers(src: str | Path, out: str | Path, fmt: str = "diffusers", 
     size = unet_kwargs.get("sample_size", 32)
     size = [int(size), int(size)] if isinstance(size, int) else [int(v) for v in size]
     cfg = {"parameterization": param,
-           "data": {"shape": [int(unet_kwargs.get("in_channels", 3)), *size], "range": [-1.0, 1.0], "dataset": None}}
+           "data": {"shape": [int(unet_kwargs.get("in_channels", 3)), *size], "range": data_range_from_scheduler(scfg),
+                    "dataset": None}}
     cfg = deep_update(cfg, opts.meta)
     extra = {"scheduler": scfg, "weights_file": wfile.name}
     if resolved:

@@ -27,6 +27,12 @@ def parameterization_from_scheduler(scfg: dict[str, Any]) -> dict[str, Any]:
     return reader(scfg)
 
 
+def data_range_from_scheduler(scfg: dict[str, Any] | None) -> list[float]:
+    """The data range the network was trained on: [0, 1] for score_sde's VE models (data not centred, as
+    ``ScoreSdeVePipeline`` clamps its output to [0, 1]), else [-1, 1]."""
+    return [0.0, 1.0] if (scfg or {}).get("_class_name") == "ScoreSdeVeScheduler" else [-1.0, 1.0]
+
+
 def score_sde_ve_parameterization(scfg: dict[str, Any]) -> dict[str, Any]:
     """``ScoreSdeVeScheduler``: the network returns the score at noise level sigma (NCSN++ divides its output by
     sigma itself) and is conditioned on sigma; the VE SDE runs from sigma_max down to sigma_min."""
@@ -65,7 +71,8 @@ def ddpm_parameterization(scfg: dict[str, Any]) -> dict[str, Any]:
         raise UsageError(f"scheduler beta_schedule {bs!r} is not supported")
     ac = torch.cumprod(1.0 - betas, 0)
     sig = ((1 - ac) / ac).sqrt()
-    return {"type": kind, "noise_cond": "timestep",
+    ddpm = {k: scfg[k] for k in ("variance_type", "clip_sample", "clip_sample_range") if k in scfg}
+    return {"type": kind, "noise_cond": "timestep", **({"ddpm": ddpm} if ddpm else {}),
             "schedule": {"kind": bs, "beta_start": b0, "beta_end": b1, "num_train_timesteps": T,
                          "alphas_cumprod": [float(a) for a in ac]},
             "sigma_min": float(sig[0]), "sigma_max": float(sig[-1]), "sigma_data": 0.5}

@@ -57,6 +57,14 @@ class PCSampler(ScoreSamplerBase):
         self.order = check_choice("pc-order", param(params, "pc_order", "corrector-first", r),
                                   ("corrector-first", "predictor-first"))
         self.snr_norm = check_choice("snr-norm", param(params, "snr_norm", "sample", r), ("sample", "batch"))
+        # DDPM's two reverse variances and its x0 clipping (ancestral VP only); a converted diffusers DDPM says which
+        # its scheduler used (parameterization.ddpm), so that gpm reproduces its pipeline
+        ddpm = (self.component.config.get("parameterization") or {}).get("ddpm") or {}
+        self.variance, self.clip_x0 = "large", False
+        if self.predictor == "ancestral" and sde_name == "vp":
+            self.variance = check_choice("variance", param(params, "variance", "small" if ddpm.get(
+                "variance_type") == "fixed_small" else "large", r), ("large", "small"))
+            self.clip_x0 = bool(param(params, "clip_x0", bool(ddpm.get("clip_sample", False)), r))
         if self.predictor == "none" and self.corrector == "none":
             raise UsageError("--predictor none and --corrector none leave nothing to do")
         smin, smax = params.get("sigma_min"), params.get("sigma_max")
@@ -106,8 +114,19 @@ class PCSampler(ScoreSamplerBase):
             std = math.sqrt(adj**2 * (sig**2 - adj**2) / sig**2)
             return em_step(x, (sig**2 - adj**2) * s, 1.0, std, xi)
         beta = float(sde.discrete_betas[lvl])
-        drift = (x + beta * s) / math.sqrt(1.0 - beta) - x
-        return em_step(x, drift, 1.0, math.sqrt(beta), xi)
+        if self.variance == "large" and not self.clip_x0:
+            drift = (x + beta * s) / math.sqrt(1.0 - beta) - x
+            return em_step(x, drift, 1.0, math.sqrt(beta), xi)
+        # DDPM posterior q(x_{i-1} | x_i, x0_hat): mean from the (clipped) x0 estimate, variance beta or beta-tilde
+        ac = m * m
+        ac_prev = float(sde.alphas_cumprod[lvl - 1]) if lvl > 0 else 1.0
+        x0 = (x + sd * sd * s) / m
+        if self.clip_x0:
+            lo, hi = self.data_range or (-1.0, 1.0)
+            x0 = x0.clamp(lo, hi)
+        mean = (math.sqrt(ac_prev) * beta / (1 - ac)) * x0 + (math.sqrt(1 - beta) * (1 - ac_prev) / (1 - ac)) * x
+        var = beta if self.variance == "large" else max((1 - ac_prev) / (1 - ac) * beta, 1e-20)
+        return em_step(x, mean - x, 1.0, math.sqrt(var), xi)
 
     # -- correctors ---------------------------------------------------------------------------------------------
     # Per-sample step sizes (``--snr-norm sample``). The reference's eps = 2 alpha (r ||xi|| / ||s||)^2 with
