@@ -8,7 +8,9 @@ and one line there.
 - ``state-dict``: any state dict + the user's architecture ``--module FILE.py:Class`` (:mod:`.user`);
 - ``score-sde``: score_sde_pytorch checkpoint dicts, EMA weights applied (:mod:`.score_sde`, :mod:`.ema`);
 - ``diffusers``: a UNet2DModel repo, parameterisation from its scheduler config (:mod:`.diffusers`,
-  :mod:`.schedulers`).
+  :mod:`.schedulers`);
+- ``edm-pkl``: NVlabs EDM network pickles, read by a restricted unpickler that never runs their code
+  (:mod:`.edm_pkl`).
 
 Weights never unpickle code (:func:`gpmcli.safeload.load_weights`) unless ``trust_pickle``. Checkpoint I/O
 (:mod:`gpmcli.checkpoint`) and the Hub layer (:mod:`gpmcli.hub`) never import this package.
@@ -37,6 +39,7 @@ CONVERTERS: dict[str, str] = {
     "state-dict": "user:convert_state_dict",
     "score-sde": "score_sde:convert_score_sde",
     "diffusers": "diffusers:convert_diffusers",
+    "edm-pkl": "edm_pkl:convert_edm_pkl",
 }
 FORMATS = tuple(CONVERTERS)
 
