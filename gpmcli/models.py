@@ -14,6 +14,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")
 def ref_kind(ref: str) -> str:
     if ref.startswith("hf:"):
         return "hf"
+    if ref.startswith("url:"):
+        return "url"
     if ref.startswith("toy:"):
         return "toy"
     return "local"
@@ -36,7 +38,7 @@ def list_models(*, registry=None, cache_dir=None) -> dict[str, Any]:
         comps = {}
         for role, c in spec.components.items():
             kind = ref_kind(c.ref)
-            if kind == "hf" and c.convert:
+            if c.convert:
                 from gpmcli.zoo import cached_conversion
 
                 present = cached_conversion(c.ref, c.convert) is not None
@@ -69,7 +71,7 @@ def pull(ref: str, *, force: bool = False, registry=None) -> list[dict[str, Any]
         for role, c in reg.bundles[ref].components.items():
             kind = ref_kind(c.ref)
             rec = {"role": role, "ref": c.ref, "source": kind}
-            if kind == "hf" and c.convert:  # a foreign repository: download, convert once, cache the conversion
+            if c.convert:  # a foreign repository or file: download, convert once, cache the conversion
                 from gpmcli.registry import load_component
 
                 comp = load_component(c.ref, role, sha256=c.sha256, convert=c.convert)
@@ -183,7 +185,7 @@ def info(ref: str, *, trust_pickle: bool = False, registry=None) -> dict[str, An
         for role, c in spec.components.items():
             entry: dict[str, Any] = {"ref": c.ref, "sha256": c.sha256, "source": ref_kind(c.ref)}
             try:
-                if entry["source"] == "hf" and c.convert:
+                if c.convert:
                     from gpmcli.zoo import cached_conversion
 
                     entry.update(convert=c.convert, pin=c.pin, unpinned=c.unpinned)
@@ -256,6 +258,17 @@ def verify(ref: str, *, registry=None) -> list[dict[str, Any]]:
             if kind == "toy":
                 rec["status"] = "ok"
                 rec["detail"] = "analytic target"
+            elif kind == "url":
+                from gpmcli.fetch import cache_dir
+
+                path = cache_dir() / r.rsplit("/", 1)[-1]
+                if not path.is_file():
+                    rec.update(status="missing", detail=f"{path} not found (`gpm models pull`)")
+                else:
+                    digest = sha256_file(path)
+                    ok = not sha or digest == sha.lower()
+                    rec.update(status="ok" if ok else "mismatch", path=str(path), sha256=digest,
+                               detail=None if ok else f"sha256 {digest} != pinned {sha}")
             elif kind == "hf":
                 path = download_checkpoint(r, expected_sha256=sha, offline=True)
                 rec.update(status="ok", path=str(path), sha256=sha256_file(path / "model.safetensors"))

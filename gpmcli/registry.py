@@ -38,6 +38,8 @@ class ComponentSpec:
     @property
     def pin(self) -> str:
         """``pinned`` (commit + sha256), ``unpinned`` or ``local``."""
+        if self.ref.startswith("url:"):
+            return "pinned" if self.sha256 and len(self.sha256) == 64 and not self.unpinned else "unpinned"
         if not self.ref.startswith("hf:"):
             return "local"
         rev = self.ref[3:].partition("@")[2].split("/")[0]
@@ -113,7 +115,7 @@ class Registry:
         for name, spec in self.bundles.items():
             for role, c in spec.components.items():
                 where = f"bundles.{name}.{role}"
-                if c.ref.startswith("hf:") and c.convert:  # a foreign repository, converted on first use
+                if c.ref.startswith(("hf:", "url:")) and c.convert:  # a foreign repository, converted on first use
                     from gpmcli.convert import FORMATS
 
                     if c.convert not in FORMATS:
@@ -130,7 +132,7 @@ class Registry:
                         out.append(f"{where}: {c.ref} has no pinned @REV")
                     if not c.sha256 or len(c.sha256) != 64:
                         out.append(f"{where}: {c.ref} has no sha256 of model.safetensors")
-                elif c.ref.startswith("toy:"):
+                elif c.ref.startswith(("toy:", "url:")):
                     continue
                 else:
                     p = Path(c.ref) if Path(c.ref).is_absolute() else self.root / c.ref
@@ -148,7 +150,7 @@ def load_component(ref: str, role: str | None = None, *, sha256: str | None = No
     if convert is not None:
         from gpmcli.zoo import converted_component
 
-        path = converted_component(ref, convert)
+        path = converted_component(ref, convert, sha256=sha256 if ref.startswith("url:") else None)
         comp = load_checkpoint(path, ref=ref, device=device)
         got = (comp.config.get("provenance", {}).get("resolved") or {}).get("sha256")
         if sha256 and got != sha256.lower():

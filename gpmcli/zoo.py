@@ -1,7 +1,8 @@
 """Registry components that are foreign Hub repositories, converted on first use (the model zoo).
 
 A registry component ``{ ref = "hf:ORG/NAME[@REV]", convert = "FORMAT" }`` names a repository in its own format
-(a diffusers pipeline, ...). On first use gpm downloads it (files verified as every Hub download), converts it with
+(a diffusers pipeline, ...); ``ref = "url:https://..."`` a single file published outside the Hub (downloaded by
+:mod:`gpmcli.fetch`, keyed by its sha256). On first use gpm downloads it (files verified as every Hub download), converts it with
 ``gpm convert --from FORMAT`` and caches the converted checkpoint under
 ``$GPM_CACHE/converted/ORG--NAME/COMMIT/FORMAT`` (default ``~/.cache/gpm``), keyed by the commit the revision
 resolved to: a later use, online or offline, loads the cached conversion. The original files stay in the Hugging Face
@@ -51,6 +52,14 @@ def cached_conversion(ref: str, fmt: str) -> Path | None:
     """The cached converted checkpoint of ``ref`` if there is one (no network)."""
     from gpmcli.hub import parse_hf_ref
 
+    if ref.startswith("url:"):
+        from gpmcli.checkpoint import sha256_file
+        from gpmcli.fetch import cache_dir
+
+        f = cache_dir() / ref.rsplit("/", 1)[-1]
+        d = gpm_cache_dir() / "converted" / "url" / sha256_file(f)[:16] / fmt if f.is_file() else None
+        return d if d is not None and (d / "model.safetensors").is_file() else None
+
     r = parse_hf_ref(ref)
     try:
         commit = resolve_commit(ref) if (r.revision and _HEX40.match(r.revision)) else None
@@ -67,10 +76,51 @@ def cached_conversion(ref: str, fmt: str) -> Path | None:
     return d if (d / "model.safetensors").is_file() else None
 
 
-def converted_component(ref: str, fmt: str, *, license: str | None = None, force: bool = False) -> Path:
+def _url_component(url: str, fmt: str, sha256: str | None, license: str | None, force: bool) -> Path:
+    """A file published at a plain URL (``url:https://...``): downloaded once (:mod:`gpmcli.fetch`), converted once,
+    keyed by the file's sha256."""
+    from gpmcli.checkpoint import sha256_file
+    from gpmcli.convert import convert
+    from gpmcli.fetch import download_url
+
+    src = download_url(url, sha256=sha256)
+    digest = sha256_file(src)
+    out = gpm_cache_dir() / "converted" / "url" / digest[:16] / fmt
+    if (out / "model.safetensors").is_file() and not force:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{fmt}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        convert(src, tmp, fmt, license=license, source=url, force=True)
+        _add_resolved(tmp, {"url": url, "sha256": digest})
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _add_resolved(ckpt: Path, resolved: dict) -> None:
+    """Record what a URL resolved to in the converted checkpoint's provenance (config.json and weights header)."""
+    from gpmcli.checkpoint import load_checkpoint, save_checkpoint
+
+    comp = load_checkpoint(ckpt)
+    cfg = {k: v for k, v in comp.config.items() if k != "gpm_format"}
+    cfg["provenance"] = {**cfg.get("provenance", {}), "resolved": resolved}
+    card = (ckpt / "README.md").read_text() if (ckpt / "README.md").is_file() else None
+    save_checkpoint(ckpt, comp.module, cfg, card=card)
+
+
+def converted_component(ref: str, fmt: str, *, license: str | None = None, force: bool = False,
+                        sha256: str | None = None) -> Path:
     """Download ``ref`` (format ``fmt``), convert it once, and return the cached gpm checkpoint directory."""
     from gpmcli.convert import convert
     from gpmcli.hub import parse_hf_ref
+
+    if ref.startswith("url:"):
+        return _url_component(ref[4:], fmt, sha256, license, force)
 
     r = parse_hf_ref(ref)
     commit = resolve_commit(ref)

@@ -9,7 +9,6 @@ import sys
 import types
 from collections import OrderedDict
 
-import pytest
 import torch
 
 from gpmcli.nets.edm import EDMNetwork
@@ -159,3 +158,36 @@ def test_unknown_network_class_and_garbage_are_usage_errors(tmp_path, cli):
     (tmp_path / "y.pkl").write_bytes(b"not a pickle at all")
     code, _, err = cli("convert", tmp_path / "y.pkl", "--from", "edm-pkl", "-o", tmp_path / "b")
     assert code == 2 and "y.pkl" in err
+
+
+def test_edm_bundle_pulls_converts_and_samples_every_kind(hub_server, cli, tmp_path, monkeypatch):
+    """The registry's edm-cifar10-32x32-uncond-vp, its URL sent (GPM_MIRROR) to a stand-in server holding a
+    reduced replica: download, convert once (cached), sample with each of its kinds."""
+    import json
+
+    import numpy as np
+
+    from gpmcli.registry import Registry
+
+    spec = Registry.load().bundles["edm-cifar10-32x32-uncond-vp"]
+    url = spec.components["score"].ref[4:]
+    base, name = url.rsplit("/", 1)
+    net = _small_net()
+    hub_server.add_revision("nvlabs/edm", {name: persistence_pickle(net, INIT, f"raise SystemExit('{SRC_MARK}')")})
+    monkeypatch.setenv("GPM_MIRROR", f"{base}/={hub_server.url}/nvlabs/edm/resolve/main/")
+    monkeypatch.setenv("GPM_CACHE", str(tmp_path / "gpm"))
+    code, out, err = cli("models", "pull", "edm-cifar10-32x32-uncond-vp", "--json")
+    assert code == 0, err
+    rec = json.loads(out)[0]
+    assert rec["resolved"]["url"] == url and len(rec["resolved"]["sha256"]) == 64
+    fast = {"edm": ["--steps", 3], "pc": ["--steps", 3], "ode": ["--rtol", 0.1, "--atol", 0.1],
+            "langevin": ["--steps", 2, "--corrector-steps", 1]}
+    for kind in spec.info["kinds"]:
+        code, _, err = cli("-q", "sample", "--model", kind, "-c", "edm-cifar10-32x32-uncond-vp", "-n", 2,
+                           *fast[kind], "--format", "npz", "-o", tmp_path / kind)
+        assert code == 0, f"{kind}: {err}"
+        x = np.load(tmp_path / kind / "samples.npz")["samples"]
+        assert x.shape == (2, 3, 16, 16) and np.isfinite(x).all()
+        run = json.loads((tmp_path / kind / "run.json").read_text())
+        assert run["components"]["score"]["resolved"]["sha256"] == rec["resolved"]["sha256"]
+    assert len([p for m, p in hub_server.requests if m == "GET" and p.endswith(".pkl")]) == 1  # downloaded once

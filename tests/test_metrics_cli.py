@@ -142,10 +142,13 @@ def test_refusals(cli, capsys, tmp_path, assets, digits):
 
 def test_inception_weights_hint(cli, tmp_path, monkeypatch, digits):
     monkeypatch.delenv("GPM_INCEPTION_WEIGHTS", raising=False)
-    from gpmcli.errors import UsageError
+    monkeypatch.setenv("GPM_CACHE", str(tmp_path / "gpm-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from gpmcli.errors import DownloadError, UsageError
     from gpmcli.metrics.features import make_pipeline
 
-    with pytest.raises(UsageError, match="not bundled"):
+    # no weights given: pytorch-fid's file is fetched into gpm's cache; offline and uncached, the error names it
+    with pytest.raises(DownloadError, match="pt_inception-2015-12-05-6726825d.pth"):
         make_pipeline("inception")
     bad = tmp_path / "bad.pth"
     import torch

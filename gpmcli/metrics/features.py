@@ -51,8 +51,10 @@ def _hf_file(ref: str) -> Path:
 
 def resolve_weights_file(ref: str | os.PathLike | None) -> Path:
     ref = ref or os.environ.get(INCEPTION_ENV)
-    if not ref:
-        raise UsageError(INCEPTION_HINT)
+    if not ref:  # pytorch-fid's file from its public release, fetched once into gpm's cache
+        from gpmcli.metrics.weights import default_inception_weights
+
+        return default_inception_weights()
     ref = str(ref)
     if ref.startswith("hf:"):
         return _hf_file(ref)
@@ -117,7 +119,7 @@ class InceptionPipeline(Pipeline):
         net = InceptionV3FID()
         if state_dict is None:
             path = resolve_weights_file(weights)
-            self.weights_ref = str(weights or os.environ.get(INCEPTION_ENV))
+            self.weights_ref = str(weights or os.environ.get(INCEPTION_ENV) or path.name)
             self.weights_sha256 = sha256_file(path)
             state_dict = state_dict_of(load_weights(path))
         else:  # in-memory weights (tests): hash the tensors so the tag still tells weight sets apart
