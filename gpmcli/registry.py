@@ -150,7 +150,7 @@ def load_component(ref: str, role: str | None = None, *, sha256: str | None = No
     if convert is not None:
         from gpmcli.zoo import converted_component
 
-        path = converted_component(ref, convert, sha256=sha256 if ref.startswith("url:") else None)
+        path = converted_component(ref, convert, sha256=None if convert == "diffusers" else sha256)
         comp = load_checkpoint(path, ref=ref, device=device)
         got = (comp.config.get("provenance", {}).get("resolved") or {}).get("sha256")
         if sha256 and got != sha256.lower():

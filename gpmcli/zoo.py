@@ -73,6 +73,8 @@ def cached_conversion(ref: str, fmt: str) -> Path | None:
     if commit is None:
         return None
     d = converted_dir(r.repo_id, commit, fmt)
+    if fmt != "diffusers":  # one converted folder per source file hash
+        d = next((p for p in sorted(d.glob("*")) if (p / "model.safetensors").is_file()), d)
     return d if (d / "model.safetensors").is_file() else None
 
 
@@ -102,6 +104,36 @@ def _url_component(url: str, fmt: str, sha256: str | None, license: str | None, 
     return out
 
 
+def _hub_file_component(ref: str, fmt: str, sha256: str | None, license: str | None, force: bool) -> Path:
+    from gpmcli.checkpoint import sha256_file
+    from gpmcli.convert import convert
+    from gpmcli.hub import download_file, parse_hf_ref
+
+    r = parse_hf_ref(ref)
+    if not r.subfolder:
+        raise DownloadError(f"{ref}: --from {fmt} converts one file; name it (hf:ORG/NAME[@REV]/PATH/TO/FILE)")
+    path = download_file(f"hf:{r.repo_id}" + (f"@{r.revision}" if r.revision else ""), r.subfolder,
+                         expected_sha256=sha256)
+    snap = Path(os.path.abspath(path)).parents[len(Path(r.subfolder).parts) - 1]
+    commit = snap.name if _HEX40.match(snap.name) else (r.revision or "unknown")
+    out = converted_dir(r.repo_id, commit, fmt) / sha256_file(path)[:16]
+    if (out / "model.safetensors").is_file() and not force:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        convert(path, tmp, fmt, license=license, source=f"hf:{r.repo_id}@{commit}/{r.subfolder}", force=True)
+        _add_resolved(tmp, {"repo": r.repo_id, "revision": r.revision, "commit": commit, "file": r.subfolder,
+                            "sha256": sha256_file(path)})
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def _add_resolved(ckpt: Path, resolved: dict) -> None:
     """Record what a URL resolved to in the converted checkpoint's provenance (config.json and weights header)."""
     from gpmcli.checkpoint import load_checkpoint, save_checkpoint
@@ -121,6 +153,8 @@ def converted_component(ref: str, fmt: str, *, license: str | None = None, force
 
     if ref.startswith("url:"):
         return _url_component(ref[4:], fmt, sha256, license, force)
+    if fmt != "diffusers":  # a single weight file in a Hub repository: hf:ORG/NAME[@REV]/PATH/TO/FILE
+        return _hub_file_component(ref, fmt, sha256, license, force)
 
     r = parse_hf_ref(ref)
     commit = resolve_commit(ref)

@@ -40,6 +40,8 @@ CONVERTERS: dict[str, str] = {
     "score-sde": "score_sde:convert_score_sde",
     "diffusers": "diffusers:convert_diffusers",
     "edm-pkl": "edm_pkl:convert_edm_pkl",
+    "studiogan-g": "studiogan:convert_studiogan",
+    "studiogan-d": "studiogan:convert_studiogan",
 }
 FORMATS = tuple(CONVERTERS)
 

@@ -32,6 +32,8 @@ class Preset:
     """state dict, keep_sigmoid -> (arch name, arch kwargs, role config incl. data)"""
     license: str = "unknown"
     source: str = ""
+    prepare: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    """optional state-dict rewrite before building (e.g. folding spectral normalisation)"""
 
 
 def _n_conv(sd, prefix="main.") -> list[str]:
@@ -155,6 +157,8 @@ def convert_preset(src: str | Path, out: str | Path, fmt: str, opts: Options, pr
     digest = sha256_file(srcp)
     _, sd = read_state(srcp, opts.trust_pickle, opts.key)
     try:
+        if preset.prepare is not None:
+            sd = preset.prepare(sd)
         arch_name, arch_kw, role_cfg = preset.build(sd, opts.keep_sigmoid)
     except KeyError as e:
         raise UsageError(f"{srcp.name} does not look like a {fmt} state dict (no key {e})") from None
