@@ -9,7 +9,6 @@ import json
 import math
 
 import numpy as np
-import pytest
 import torch
 
 from gpmcli.nets.studiogan import StudioGANDiscriminator, StudioGANGenerator
@@ -18,9 +17,9 @@ G_FILE = "model=G-best-weights-step=88000.pth"
 D_FILE = "model=D-best-weights-step=88000.pth"
 
 
-def replica_g(seed=0, channels=32):
+def replica_g(seed=0, channels=32, z_dim=16):
     torch.manual_seed(seed)
-    g = StudioGANGenerator(z_dim=16, channels=channels, num_classes=10)
+    g = StudioGANGenerator(z_dim=z_dim, channels=channels, num_classes=10)
     with torch.no_grad():  # non-trivial BN statistics and class embeddings, as after training
         for m in g.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
