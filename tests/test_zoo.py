@@ -55,6 +55,11 @@ def test_zoo_lists_the_hub_bundles_with_source_license_and_pin_status(zoo_hub, c
     for b in zoo.values():
         assert b["license"] and b["kinds"] and b["published"]
         assert b["components"]["score"]["pin"] == "unpinned" and b["components"]["score"]["unpinned"]
+    everything = {b["name"]: b for b in json.loads(out)["bundles"] if b.get("published")}
+    assert {"edm-cifar10-32x32-uncond-vp", "cifar10-sngan"} <= set(everything) and len(everything) >= 6
+    for b in everything.values():  # every zoo bundle: source, license, kinds and a pin status per component
+        assert b["source"] and b["license"] and b["kinds"]
+        assert all(c["pin"] in ("pinned", "unpinned") for c in b["components"].values())
     code, out, _ = cli("models", "list")
     assert code == 0 and "unpinned" in out
 
