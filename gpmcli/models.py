@@ -246,8 +246,10 @@ def verify(ref: str, *, registry=None) -> list[dict[str, Any]]:
     reg = registry or Registry.load()
     if ref in reg.bundles:
         items = [(role, c.ref, c.sha256) for role, c in reg.bundles[ref].components.items()]
+        converted = {role: c.convert for role, c in reg.bundles[ref].components.items() if c.convert}
     elif ref.startswith(("hf:", "toy:")) or Path(ref).is_dir():
         items = [(None, ref, None)]
+        converted = {}
     else:
         raise UsageError(f"{ref!r} is not a registry bundle, checkpoint directory or hf: reference")
     out = []
@@ -258,6 +260,15 @@ def verify(ref: str, *, registry=None) -> list[dict[str, Any]]:
             if kind == "toy":
                 rec["status"] = "ok"
                 rec["detail"] = "analytic target"
+            elif role in converted:  # a foreign source converted by gpm: check the cached conversion
+                from gpmcli.zoo import cached_conversion
+
+                path = cached_conversion(r, converted[role])
+                if path is None:
+                    rec.update(status="missing", detail="not converted yet (`gpm models pull`)")
+                else:
+                    rec.update(status="ok", path=str(path), sha256=sha256_file(path / "model.safetensors"))
+                    _check_header(path / "model.safetensors", path)
             elif kind == "url":
                 from gpmcli.fetch import cache_dir
 

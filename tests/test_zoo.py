@@ -114,6 +114,8 @@ def test_conversion_is_cached_and_reused_offline(zoo_hub, cli, tmp_path, monkeyp
     assert code == 0, err
     assert {p: p.stat().st_mtime_ns for p in (zoo_hub.tmp / "gpm").rglob("model.safetensors")} == stamp
     assert str(zoo_hub.commits["google/ddpm-cifar10-32"]) in path
+    code, out, err = cli("models", "verify", "cifar10-ddpm", "--json")  # offline: the cached conversion is checked
+    assert code == 0 and json.loads(out)[0]["status"] == "ok", out + err
 
 
 def test_unknown_repository_offline_exits_3(cli, hub_server, monkeypatch, tmp_path):

@@ -68,7 +68,7 @@ def convert(
     out: Path = typer.Option(..., "-o", "--out", help="Output checkpoint directory."),
     fmt: str = typer.Option(..., "--from", help="Format: csinva-mlp-gan-g, csinva-mlp-gan-d, ryhan-wgangp-g, "
                             "ryhan-wgangp-critic, csinva-lenet, csinva-dcgan-d, dcgan-g, dcgan-d, state-dict, "
-                            "score-sde, diffusers."),
+                            "score-sde, diffusers, edm-pkl, studiogan-g, studiogan-d."),
     role: Optional[str] = typer.Option(None, "--role", help="score|discriminator|generator|classifier|features "
                                        "(state-dict; presets know theirs)."),
     module: Optional[str] = typer.Option(None, "--module", help="Architecture FILE.py:Class (state-dict, score-sde); "
