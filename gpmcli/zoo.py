@@ -96,9 +96,7 @@ def _url_component(url: str, fmt: str, sha256: str | None, license: str | None, 
     try:
         convert(src, tmp, fmt, license=license, source=url, force=True)
         _add_resolved(tmp, {"url": url, "sha256": digest})
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        _publish(tmp, out, replace=force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -126,12 +124,26 @@ def _hub_file_component(ref: str, fmt: str, sha256: str | None, license: str | N
         convert(path, tmp, fmt, license=license, source=f"hf:{r.repo_id}@{commit}/{r.subfolder}", force=True)
         _add_resolved(tmp, {"repo": r.repo_id, "revision": r.revision, "commit": commit, "file": r.subfolder,
                             "sha256": sha256_file(path)})
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        _publish(tmp, out, replace=force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _publish(tmp: Path, out: Path, replace: bool = False) -> None:
+    """Move a finished conversion into place: readers see none or a complete one. When several processes convert
+    at once (``accelerate launch``), the first to finish wins and the others keep its result."""
+    if replace and out.exists():
+        shutil.rmtree(out)
+    if (out / "model.safetensors").is_file():
+        return
+    if out.exists() and not any(out.iterdir()):
+        out.rmdir()
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if not (out / "model.safetensors").is_file():
+            raise
 
 
 def _add_resolved(ckpt: Path, resolved: dict) -> None:
@@ -167,9 +179,7 @@ def converted_component(ref: str, fmt: str, *, license: str | None = None, force
     pinned = f"hf:{r.repo_id}@{commit}" + (f"/{r.subfolder}" if r.subfolder else "")
     try:
         convert(pinned, tmp, fmt, license=license, source=pinned, force=True)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)  # a reader sees no conversion or a complete one
+        _publish(tmp, out, replace=force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
