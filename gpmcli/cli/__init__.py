@@ -35,7 +35,9 @@ class GpmTyper(typer.Typer):
     def __call__(self, *args, **kwargs):
         try:
             return super().__call__(*args, **kwargs)
-        except SystemExit:
+        except SystemExit as e:
+            if e.code == 130:  # Ctrl-C outside a sampling loop (Typer exits 130 silently)
+                err_console.print("interrupted")
             raise
         except GpmError as e:
             if not _quiet_here(e):
