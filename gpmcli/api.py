@@ -196,7 +196,7 @@ def _prepare(model, checkpoint, overrides, n, seed, params, out_dir, formats, re
     from types import SimpleNamespace
 
     from gpmcli.output import SampleWriter
-    from gpmcli.precision import apply_to_bundle, check_precision
+    from gpmcli.precision import apply_to_bundle, check_precision, net_chunk
     from gpmcli.samplers import get_kind
 
     check_precision(precision, dev)
@@ -209,7 +209,8 @@ def _prepare(model, checkpoint, overrides, n, seed, params, out_dir, formats, re
                          f"{', '.join(bundle.components) or 'nothing'})")
     given = sorted(k for k, v in (params or {}).items() if v is not None)
     params = with_bundle_defaults(bundle, model, params)
-    numerics = apply_to_bundle(bundle, precision=precision, compile=compile, batch=min(batch_size, n), device=dev)
+    numerics = apply_to_bundle(bundle, precision=precision, compile=compile, batch=min(batch_size, n), device=dev,
+                               chunk=net_chunk(dev))
     sampler = spec.build(bundle, params)
     ignored = [k for k in given if k not in sampler.resolved]
     if ignored:  # a flag that changes nothing is a mistake the user should hear about (e.g. --steps for ddls)
