@@ -267,6 +267,9 @@ class _Part:
             self.outside = int(np.sum(z["outside"])) if "outside" in z.files else 0
         return self
 
+    def release(self) -> None:
+        self.indices = self.x = None
+
     def fill(self, buf: np.ndarray, seen: np.ndarray, a: int, b: int) -> None:
         sel = (self.indices >= a) & (self.indices < b)
         buf[self.indices[sel] - a] = self.x[sel]
@@ -284,6 +287,9 @@ class _Finished:
 
     def load(self) -> "_Finished":
         return self
+
+    def release(self) -> None:
+        pass
 
     def fill(self, buf: np.ndarray, seen: np.ndarray, a: int, b: int) -> None:
         hi = min(b, self.last + 1)
@@ -547,7 +553,10 @@ class SampleWriter:
             seen = np.zeros(b - a, dtype=bool)
             for s in active:
                 s.fill(buf, seen, a, b)
-            outside += sum(s.outside for s in active if s.last < b)
+            for s in active:
+                if s.last < b:  # done with it: count it and let its rows go
+                    outside += s.outside
+                    s.release()
             active = [s for s in active if s.last >= b]
             if not seen.all():
                 missing = a + int(np.flatnonzero(~seen)[0])

@@ -41,7 +41,10 @@ class GpmTyper(typer.Typer):
             raise
         except GpmError as e:
             if not _quiet_here(e):
-                err_console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, soft_wrap=True)
+                from gpmcli.errors import Interrupted
+
+                prefix = "" if isinstance(e, Interrupted) else "[bold red]error:[/] "
+                err_console.print(f"{prefix}{escape(str(e))}", markup=True, soft_wrap=True)
             if hasattr(e, "reported"):
                 e.reported()
             sys.exit(e.exit_code)
