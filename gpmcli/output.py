@@ -173,7 +173,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 _PART = re.compile(r"^b(\d+)-(\d+)-[0-9a-f]{8}\.npz$")
-_CHUNK_BYTES = 8 << 20  # rows are assembled into samples.npz in chunks of about this size
+_CHUNK_BYTES = 4 << 20  # rows are assembled into samples.npz in chunks of about this size
 SCATTER_MAX = 10_000  # scatter.png shows the first this many samples
 
 

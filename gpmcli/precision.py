@@ -64,15 +64,15 @@ def _finish(o: Any, b: int | None) -> Any:
     return o
 
 
-def net_chunk(device: torch.device | str) -> int:
-    """Rows per network evaluation during sampling on this device (``$GPM_NET_CHUNK`` overrides): every call is cut
-    into chunks of exactly this many rows (the last one padded), so a sample's network outputs do not depend on
-    ``--batch-size`` (CPU kernels pick their blocking, hence their float rounding, by batch shape)."""
+def net_chunk(device: torch.device | str) -> int | None:
+    """Rows per network evaluation during sampling on this device (``$GPM_NET_CHUNK`` overrides; 0 turns chunking
+    off): every call is cut into chunks of exactly this many rows (the last one padded), so a sample's network outputs
+    do not depend on ``--batch-size`` (CPU kernels pick their blocking, hence their float rounding, by batch shape)."""
     env = os.environ.get("GPM_NET_CHUNK", "").strip()
     if env:
-        if not env.isdigit() or int(env) < 1:
-            raise UsageError(f"GPM_NET_CHUNK={env!r}: expected a positive integer")
-        return int(env)
+        if not env.isdigit():
+            raise UsageError(f"GPM_NET_CHUNK={env!r}: expected a non-negative integer (0: no chunks)")
+        return int(env) or None
     return {"cpu": 16}.get(torch.device(device).type, 128)
 
 
