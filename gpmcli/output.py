@@ -1,10 +1,11 @@
 """Sample output: per-sample PNGs, grid, ``samples.npz``, scatter plot for low-dimensional data, ``run.json``.
 
 Every file is written through a hidden temp file and a rename, so no truncated file is ever visible under its final
-name. Resumable state lives in ``DIR/.gpm-parts/``: one ``.npz`` per written batch (its global indices and float32
-rows, written after the batch's PNGs) and ``manifest.json`` (what the samples depend on: model, checkpoints, seed,
-resolved parameters, data shape). ``run.json`` is removed when a run starts and written last, so it exists only for
-a finished run.
+name. Resumable state lives in ``DIR/.gpm-parts/``: one ``.npz`` per written batch (its global indices, float32 rows
+and the count of values that were outside the data range, written after the batch's PNGs), ``manifest.json`` (what
+the samples depend on: model, checkpoints, seed, resolved parameters, data shape) and ``lock`` (the writer's
+``flock``, with its pid). ``run.json`` is removed when a run starts and written last, so it exists only for a finished
+run. ``samples.npz`` is assembled from the parts a chunk of rows at a time, so memory does not grow with ``n``.
 """
 
 from __future__ import annotations
@@ -218,15 +219,19 @@ class FolderLock:
         except ImportError:  # pragma: no cover - no flock here: pid liveness
             fcntl = None
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        locked = False
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+                locked = True
+            except BlockingIOError:
                 os.close(fd)
                 pid = self._holder()
                 raise OutputError(f"-o {self.path.parent.parent}: folder in use by pid {pid if pid else '?'} (another "
                                   "gpm run writes there); wait for it to end or use another -o") from None
-        else:  # pragma: no cover
+            except OSError:  # a file system without flock: fall back to the recorded pid
+                pass
+        if not locked:  # pragma: no cover
             pid = self._holder()
             if pid and pid != os.getpid() and _pid_alive(pid):
                 os.close(fd)

@@ -474,3 +474,35 @@ def test_every_models_subcommand_takes_the_same_reference_forms(cli, hub_server,
     for sub in ("pull", "info", "verify"):  # and the same refusal for what is none of the forms
         code, _, err = cli("models", sub, "no-such-thing")
         assert code == 2 and "is not a registry bundle, an existing file or folder" in err, sub
+
+
+def test_train_refuses_non_finite_numbers_and_negative_seeds(cli, tmp_path):
+    for args, text in ((("--lr", "nan"), "--lr must be a finite number"), (("--ema", "inf"), "--ema must be a finite"),
+                       (("--seed", "-3"), "--seed must be an integer")):
+        code, _, err = cli("-q", "train", "score", "--data", "pentagon", "-o", tmp_path / "o", "--steps", 1, *args)
+        assert code == 2 and text in err, err
+        assert not (tmp_path / "o").exists()
+
+
+def test_ctrl_c_before_sampling_and_while_gpm_starts(cli, tmp_path, monkeypatch, capsys):
+    import builtins
+
+    from gpmcli import entry
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "_prepare", interrupt)
+    code, _, err = cli("-q", "sample", "--model", "pc", "-c", "toy:pentagon", "-o", tmp_path / "o")
+    assert code == 130 and "interrupted before sampling started; nothing was written" in err
+    real_import = builtins.__import__
+
+    def slow_import(name, *a, **k):
+        if name == "gpmcli.cli":
+            raise KeyboardInterrupt
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", slow_import)
+    with pytest.raises(SystemExit) as e:
+        entry.main()
+    assert e.value.code == 130 and capsys.readouterr().err == "interrupted\n"
