@@ -304,9 +304,20 @@ def test_disk_full_is_one_line_and_resume_completes(cli, tmp_path, monkeypatch):
     assert len(list((out / ".gpm-parts").glob("b*.npz"))) == 2
     assert not list(out.glob(".*.tmp")) and not list((out / ".gpm-parts").glob(".*.tmp"))
     monkeypatch.setattr(output, "write_npz", real)
+    real_stream = output.write_npz_stream
+
+    def full(path, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(output, "write_npz_stream", full)  # full again when samples.npz is assembled
+    code, _, err = cli("-q", *args, "--resume")
+    assert code == 2
+    _one_line(err, r"no space left writing .*/samples\.npz")
+    assert not (out / "run.json").exists() and len(list((out / ".gpm-parts").glob("b*.npz"))) == 5
+    monkeypatch.setattr(output, "write_npz_stream", real_stream)
     code, out_json, err = cli("-q", *args, "--resume", "--json")
     assert code == 0, err
-    assert json.loads(out_json)["generated_this_run"] == 12
+    assert json.loads(out_json)["generated_this_run"] == 0
     ref = tmp_path / "ref"
     test_output._run(ref, n=20, b=20)
     assert test_output._files(out) == test_output._files(ref)
