@@ -492,9 +492,10 @@ class SampleWriter:
             done[idx[idx < self.n]] = True
         if "png" in self.formats:
             pngs = np.zeros(self.n, dtype=bool)
-            for p in os.listdir(self.dir):
-                if _SAMPLE_PNG.match(p) and int(p[:-4]) < self.n:
-                    pngs[int(p[:-4])] = True
+            with os.scandir(self.dir) as it:  # streamed: no list of every file name
+                for e in it:
+                    if _SAMPLE_PNG.match(e.name) and int(e.name[:-4]) < self.n:
+                        pngs[int(e.name[:-4])] = True
             done &= pngs
         return done
 
