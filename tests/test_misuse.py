@@ -106,8 +106,8 @@ def test_second_writer_is_refused_and_the_folder_holds_one_run(tmp_path):
         _, err = first.communicate(timeout=120)
         assert first.returncode == 0, err
     finally:
-        for p in (first,):
-            if p.poll() is None:
+        for p in (first, locals().get("second")):
+            if p is not None and p.poll() is None:
                 p.kill()
     ref = tmp_path / "ref"
     api.sample("test-noisy", checkpoint="toy:pentagon", n=20, batch_size=20, seed=1, out_dir=ref, device="cpu")
