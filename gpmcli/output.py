@@ -10,11 +10,14 @@ run. ``samples.npz`` is assembled from the parts a chunk of rows at a time, so m
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import os
 import re
+import signal
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -167,6 +170,25 @@ class _NpyRows:
             f.seek(self.offset + a * self.row_bytes)
             data = f.read((b - a) * self.row_bytes)
         return np.frombuffer(data, dtype=np.float32).reshape((b - a, *self.shape[1:])).copy()
+
+
+@contextlib.contextmanager
+def deferred_sigint():
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block has ended, so a batch's files are all
+    written or not started (main thread only; elsewhere, and where SIGINT is ignored, nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if got and callable(old):
+            old(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
+        elif got and old == signal.SIG_DFL:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -532,17 +554,19 @@ class SampleWriter:
             raise ValueError(f"batch of shape {x.shape} for {len(indices)} samples of shape {self.shape}")
         outside, x = self._clip(x)
         path = self.dir
-        try:
-            if "png" in self.formats:
-                imgs = to_uint8(x, self.range)
-                for r, i in enumerate(indices):
-                    path = self.dir / f"{int(i):06d}.png"
-                    atomic_write_bytes(path, png_bytes(imgs[r]))
-            path = self._part(indices)
-            write_npz(path, indices=np.asarray(indices, dtype=np.int64), x=x, outside=np.asarray(outside, np.int64))
-        except OSError as e:
-            raise _os_error(e, path) from None
-        self.written += len(indices)
+        with deferred_sigint():  # a Ctrl-C now takes effect once the batch is stored
+            try:
+                if "png" in self.formats:
+                    imgs = to_uint8(x, self.range)
+                    for r, i in enumerate(indices):
+                        path = self.dir / f"{int(i):06d}.png"
+                        atomic_write_bytes(path, png_bytes(imgs[r]))
+                path = self._part(indices)
+                write_npz(path, indices=np.asarray(indices, dtype=np.int64), x=x,
+                          outside=np.asarray(outside, np.int64))
+            except OSError as e:
+                raise _os_error(e, path) from None
+            self.written += len(indices)
 
     def chunks(self):
         """``(first index, rows)`` covering samples ``0 … n-1`` in order, read from the stored batches a chunk at a

@@ -44,15 +44,28 @@ import sys
 sys.path[:0] = [{root!r}, {tests!r}]
 import test_output
 test_output._PACING.update(delay={delay!r}, hold_from={hold!r})
+release = {release!r}
+if release:  # every batch waits until this file exists (the folder is locked by then)
+    import os, time
+    call = test_output._NoisyChain.__call__
+
+    def waiting(self, noise, trajectory=False):
+        while not os.path.exists(release):
+            time.sleep(0.05)
+        return call(self, noise, trajectory)
+
+    test_output._NoisyChain.__call__ = waiting
 from gpmcli.cli import main
 sys.argv = ["gpm"] + {args!r}
 main()
 """
 
 
-def _child(args, delay=0.0, hold=None) -> subprocess.Popen:
-    """``gpm ARGS`` in a real process that knows the test-only sampler kinds."""
-    code = _CHILD.format(root=str(ROOT), tests=str(TESTS), delay=delay, hold=hold, args=[str(a) for a in args])
+def _child(args, delay=0.0, hold=None, release=None) -> subprocess.Popen:
+    """``gpm ARGS`` in a real process that knows the test-only sampler kinds (``release``: a file whose creation lets
+    its batches run)."""
+    code = _CHILD.format(root=str(ROOT), tests=str(TESTS), delay=delay, hold=hold, args=[str(a) for a in args],
+                         release=str(release) if release else None)
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -95,15 +108,17 @@ def _lock_pid(out: Path) -> int | None:
 def test_second_writer_is_refused_and_the_folder_holds_one_run(tmp_path):
     out = tmp_path / "cc"
     args = ["-q", "sample", "--model", "test-noisy", "-c", "toy:pentagon", "-n", 20, "-b", 4, "-o", out, "--seed"]
-    first = _child(args + [1], delay=1.5)  # five batches, 1.5 s each
+    release = tmp_path / "release"
+    first = _child(args + [1], release=release)  # holds the folder, then waits for `release` before each batch
     try:
         _wait_for(lambda: _lock_pid(out) == first.pid, proc=first)
         second = _child(args + [2])
-        _, err = second.communicate(timeout=120)
+        _, err = second.communicate(timeout=300)
         assert first.poll() is None  # the first run was still writing when the second was refused
         assert second.returncode == 2
         _one_line(err, rf"folder in use by pid {first.pid}\b")
-        _, err = first.communicate(timeout=120)
+        release.touch()
+        _, err = first.communicate(timeout=300)
         assert first.returncode == 0, err
     finally:
         for p in (first, locals().get("second")):
