@@ -9,22 +9,22 @@ Public API::
 
 __version__ = "0.1.0"
 
-from gpmcli.api import sample  # noqa: E402
-from gpmcli.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from gpmcli.errors import (  # noqa: E402
-    DownloadError,
-    GpmError,
-    IntegrityError,
-    NotAvailableError,
-    NumericalError,
-    UnsafeFileError,
-    UsageError,
-)
-from gpmcli.noise import BatchNoise  # noqa: E402
-from gpmcli.registry import load_bundle, load_component  # noqa: E402
+_EXPORTS = {
+    "sample": "gpmcli.api", "load_checkpoint": "gpmcli.checkpoint", "save_checkpoint": "gpmcli.checkpoint",
+    "load_bundle": "gpmcli.registry", "load_component": "gpmcli.registry", "BatchNoise": "gpmcli.noise",
+    "GpmError": "gpmcli.errors", "UsageError": "gpmcli.errors", "NotAvailableError": "gpmcli.errors",
+    "DownloadError": "gpmcli.errors", "IntegrityError": "gpmcli.errors", "UnsafeFileError": "gpmcli.errors",
+    "NumericalError": "gpmcli.errors", "Interrupted": "gpmcli.errors",
+}
+__all__ = ["__version__", *_EXPORTS]
 
-__all__ = [
-    "__version__", "sample", "load_checkpoint", "save_checkpoint", "load_bundle", "load_component", "BatchNoise",
-    "GpmError", "UsageError", "NotAvailableError", "DownloadError", "IntegrityError", "UnsafeFileError",
-    "NumericalError",
-]
+
+def __getattr__(name: str):
+    """The public names are imported on first use, so ``import gpmcli`` (and starting ``gpm``) does not load torch."""
+    if name in _EXPORTS:
+        import importlib
+
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'gpmcli' has no attribute {name!r}")

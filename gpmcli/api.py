@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpmcli.errors import NumericalError, UsageError
+from gpmcli.errors import Interrupted, NumericalError, UsageError
 from gpmcli.fields.base import Bundle
 from gpmcli.noise import BatchNoise
 
@@ -32,7 +32,34 @@ def resolve_device(device: str | None) -> torch.device:
         raise UsageError(f"unknown --device {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for, but no CUDA device is available")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA devices")
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise UsageError("--device mps was asked for, but no MPS (Apple GPU) device is available")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"--device {device}: gpm runs on cpu, cuda or mps")
     return dev
+
+
+SEED_MAX = 2**64 - 1
+
+
+def check_seed(seed: int) -> int:
+    """A seed gpm can use: an integer in [0, 2**64 - 1]."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) <= SEED_MAX:
+        raise UsageError(f"--seed must be an integer from 0 to 2**64 - 1, not {seed!r}")
+    return int(seed)
+
+
+def check_finite(params: dict[str, Any] | None) -> None:
+    """Refuse NaN or infinite numbers among the sampler parameters before any work."""
+    import math
+
+    for k, v in (params or {}).items():
+        if isinstance(v, float) and not math.isfinite(v):
+            raise UsageError(f"--{k.replace('_', '-')} must be a finite number, not {v}")
 
 
 def resolve_bundle(model: str, checkpoint: str | None, overrides: dict[str, str] | None, *, device,
@@ -125,34 +152,51 @@ def sample(model: str, *, checkpoint: str | None = None, overrides: dict[str, st
            trust_pickle: bool = False, trajectory: bool = False, command: str | None = None,
            progress: Callable[[int, int], None] | None = None,
            modules: dict[str, dict[str, Any]] | None = None, precision: str = "fp32",
-           compile: bool = False) -> RunSummary:
+           compile: bool = False, clamp: bool = True) -> RunSummary:
     """Draw ``n`` samples with sampler ``model`` and write them to ``out_dir`` (INTERFACES.md "Sampling output").
 
     Under ``accelerate launch`` the fixed global batches are shared out over the processes (:mod:`gpmcli.distributed`);
-    ``precision``/``compile`` change how the networks are evaluated (:mod:`gpmcli.precision`)."""
+    ``precision``/``compile`` change how the networks are evaluated (:mod:`gpmcli.precision`). ``clamp`` (default)
+    clips the written samples to the data range and reports in ``run.json`` how many values were outside it;
+    ``clamp=False`` writes the raw values. Ctrl-C raises :class:`~gpmcli.errors.Interrupted` (exit 130) saying how
+    many samples are kept; ``resume=True`` continues from them."""
     from gpmcli import distributed
 
     dist = distributed.context()
     t0 = time.perf_counter()
-    with dist.collective():  # one rank failing to load stops all, with one message
-        if n < 1 or batch_size < 1:
-            raise UsageError("-n and --batch-size must be positive")
-        dev = dist.resolve_device(device) or resolve_device(device)
-        run = _prepare(model, checkpoint, overrides, n, seed, params, out_dir, formats, resume, dev, trust_pickle,
-                       modules, precision, compile, batch_size, dist)
-    run.t_load = time.perf_counter() - t0
-    with dist.collective():  # after rank 0 prepared the folder (clean-up, manifest), everyone lists what is left
-        todo = run.writer.pending()
-    return _run_batches(dist, run, todo, n, batch_size, seed, out_dir, resume, dev, trajectory, command, progress)
+    run = None
+    try:
+        with dist.collective():  # one rank failing to load stops all, with one message
+            if n < 1 or batch_size < 1:
+                raise UsageError("-n and --batch-size must be positive")
+            seed = check_seed(seed)
+            check_finite(params)
+            dev = dist.resolve_device(device) or resolve_device(device)
+            run = _prepare(model, checkpoint, overrides, n, seed, params, out_dir, formats, resume, dev, trust_pickle,
+                           modules, precision, compile, batch_size, dist, clamp)
+        run.t_load = time.perf_counter() - t0
+        with dist.collective():  # after rank 0 prepared the folder (clean-up, manifest), everyone lists what is left
+            todo = run.writer.pending()
+        return _run_batches(dist, run, todo, n, batch_size, seed, out_dir, resume, dev, trajectory, command,
+                            progress)
+    except KeyboardInterrupt:
+        if run is None:
+            raise Interrupted(f"interrupted before sampling started; nothing was written to {out_dir}") from None
+        kept = run.kept + run.writer.written
+        raise Interrupted(f"interrupted: {kept} of {n} samples are kept in {out_dir}; run the same command with "
+                          "--resume to continue") from None
+    finally:
+        if run is not None:
+            run.writer.close()
 
 
 def _prepare(model, checkpoint, overrides, n, seed, params, out_dir, formats, resume, dev, trust_pickle, modules,
-             precision, compile, batch_size, dist):
+             precision, compile, batch_size, dist, clamp=True):
     """Load the bundle, build the sampler and open the output folder (no collective calls in here)."""
     from types import SimpleNamespace
 
     from gpmcli.output import SampleWriter
-    from gpmcli.precision import apply_to_bundle, check_precision
+    from gpmcli.precision import apply_to_bundle, check_precision, net_chunk
     from gpmcli.samplers import get_kind
 
     check_precision(precision, dev)
@@ -165,7 +209,8 @@ def _prepare(model, checkpoint, overrides, n, seed, params, out_dir, formats, re
                          f"{', '.join(bundle.components) or 'nothing'})")
     given = sorted(k for k, v in (params or {}).items() if v is not None)
     params = with_bundle_defaults(bundle, model, params)
-    numerics = apply_to_bundle(bundle, precision=precision, compile=compile, batch=min(batch_size, n), device=dev)
+    numerics = apply_to_bundle(bundle, precision=precision, compile=compile, batch=min(batch_size, n), device=dev,
+                               chunk=net_chunk(dev))
     sampler = spec.build(bundle, params)
     ignored = [k for k in given if k not in sampler.resolved]
     if ignored:  # a flag that changes nothing is a mistake the user should hear about (e.g. --steps for ddls)
@@ -187,9 +232,9 @@ def _prepare(model, checkpoint, overrides, n, seed, params, out_dir, formats, re
     identity = {"model": model, "components": {r: c["sha256"] or c["ref"] for r, c in components.items()},
                 "seed": seed, "params": sampler.resolved}
     writer = SampleWriter(out_dir, n, sampler.data_shape, sampler.data_range, formats, resume, target=target,
-                          identity=identity, primary=dist.is_main)
+                          identity=identity, primary=dist.is_main, clamp=clamp)
     return SimpleNamespace(model=model, bundle=bundle, sampler=sampler, target=target, components=components,
-                           writer=writer, numerics=numerics, started=datetime.now(timezone.utc), t_load=0.0)
+                           writer=writer, numerics=numerics, started=datetime.now(timezone.utc), t_load=0.0, kept=0)
 
 
 def _run_batches(dist, run, todo, n, batch_size, seed, out_dir, resume, dev, trajectory, command,
@@ -197,12 +242,15 @@ def _run_batches(dist, run, todo, n, batch_size, seed, out_dir, resume, dev, tra
     from gpmcli.distributed import fail_hook
 
     sampler, writer = run.sampler, run.writer
-    batches = [todo[s:s + batch_size] for s in range(0, len(todo), batch_size)]
+    run.kept = n - len(todo)  # samples already in the folder (resume)
+    n_batches = -(-len(todo) // batch_size)  # batch j is todo[j*b:(j+1)*b], cut when it is reached (bounded memory)
     nfe, t_sample, t_write, frames, diagnostics = 0, 0.0, 0.0, [], []
-    for k, j in dist.rounds(len(batches)):  # batch j of the 1-process run goes to rank j % N
+    if progress:
+        progress(0, len(todo))
+    for k, j in dist.rounds(n_batches):  # batch j of the 1-process run goes to rank j % N
         with dist.collective():  # any rank failing stops every rank after this round
             if j is not None:
-                idx = batches[j]
+                idx = todo[j * batch_size:(j + 1) * batch_size]
                 fail_hook(idx)
                 t1 = time.perf_counter()
                 res = sampler(BatchNoise(seed, idx, dev), trajectory=trajectory)
@@ -210,7 +258,7 @@ def _run_batches(dist, run, todo, n, batch_size, seed, out_dir, resume, dev, tra
                 finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
                 if not bool(finite.all()):
                     frac = 1.0 - float(finite.float().mean())
-                    raise NumericalError(f"non-finite particles in {frac:.1%} of batch starting at sample {idx[0]}; "
+                    raise NumericalError(f"non-finite particles in {frac:.1%} of batch starting at sample {int(idx[0])}; "
                                          "try more steps or a smaller step size", fraction=frac)
                 x_np = x.cpu().numpy()
                 t2 = time.perf_counter()
@@ -220,11 +268,11 @@ def _run_batches(dist, run, todo, n, batch_size, seed, out_dir, resume, dev, tra
                 t_write += t3 - t2
                 nfe = res.nfe
                 if res.diagnostics:
-                    diagnostics.append({"first_index": idx[0], "n": len(idx), **res.diagnostics})
+                    diagnostics.append({"first_index": int(idx[0]), "n": len(idx), **res.diagnostics})
                 if trajectory and res.trajectory:
                     frames.append((j, torch.stack([f.detach().float().cpu() for f in res.trajectory], 0)))
         if progress:
-            progress(sum(len(b) for b in batches[:(k + 1) * dist.world]), len(todo))
+            progress(min(len(todo), (k + 1) * dist.world * batch_size), len(todo))
     mine = {"nfe": nfe, "sample": t_sample, "write": t_write, "diagnostics": diagnostics, "frames": frames}
     ranks = dist.all_gather(mine)
     summary = None
@@ -247,7 +295,7 @@ def _finish_run(dist, run, ranks, todo, n, batch_size, seed, out_dir, resume, de
     t_write = max(r["write"] for r in ranks)
     diagnostics = sorted((d for r in ranks for d in r["diagnostics"]), key=lambda d: d["first_index"])
     frames = [f for _, f in sorted((f for r in ranks for f in r["frames"]), key=lambda jf: jf[0])]
-    if not todo and writer.previous:  # resumed a finished run: nothing sampled now
+    if not len(todo) and writer.previous:  # resumed a finished run: nothing sampled now
         nfe = int(writer.previous.get("nfe_per_sample") or 0)
 
     t_fin = time.perf_counter()
@@ -280,6 +328,7 @@ def _finish_run(dist, run, ranks, todo, n, batch_size, seed, out_dir, resume, de
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": wall,
         "diagnostics": diagnostics,
+        "out_of_range": writer.out_of_range(),
         "versions": versions(),
         "files": files,
     }

@@ -96,6 +96,17 @@ def model_card(config: dict[str, Any], body: str = "") -> str:
     return "\n".join(lines) + body
 
 
+def check_shapes(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """One line naming the first tensor whose shape differs between ``state`` and ``module`` (and how many differ),
+    instead of PyTorch's list of every size mismatch."""
+    own = module.state_dict()
+    bad = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    if bad:
+        k = bad[0]
+        raise UsageError(f"{what}: {k} has shape {list(state[k].shape)} in the file but "
+                         f"{list(own[k].shape)} in the architecture ({len(bad)} of {len(own)} tensors differ in shape)")
+
+
 def save_checkpoint(out_dir: str | os.PathLike, module: nn.Module, config: dict[str, Any], card: str | None = None) -> Path:
     """Write a checkpoint directory. ``config`` must hold at least ``role`` and ``arch``."""
     from safetensors.torch import save
@@ -153,6 +164,7 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, *, ref: str | None = None, expe
         state = load_file(str(wpath), device=str(device))
     except Exception as e:  # safetensors raises its own error types
         raise IntegrityError(f"{wpath}: not a readable safetensors file ({e})") from None
+    check_shapes(module, state, f"{d}: weights do not fit architecture {config['arch'].get('name')!r}")
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise UsageError(f"{d}: weights do not fit architecture {config['arch'].get('name')!r} "

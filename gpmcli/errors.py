@@ -49,3 +49,9 @@ class NumericalError(GpmError):
         super().__init__(message)
         self.step = step
         self.fraction = fraction
+
+
+class Interrupted(GpmError):
+    """Stopped by Ctrl-C / SIGINT (exit 130). The message says what was kept and how to continue."""
+
+    exit_code = 130

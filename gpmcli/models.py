@@ -65,9 +65,12 @@ def pull(ref: str, *, force: bool = False, registry=None) -> list[dict[str, Any]
     from gpmcli.hub import download_checkpoint, download_repo
     from gpmcli.registry import Registry
 
+    from gpmcli.refs import parse_ref
+
     reg = registry or Registry.load()
+    r = parse_ref(ref, registry=reg)
     out = []
-    if ref in reg.bundles:
+    if r.kind == "bundle":
         for role, c in reg.bundles[ref].components.items():
             kind = ref_kind(c.ref)
             rec = {"role": role, "ref": c.ref, "source": kind}
@@ -91,12 +94,14 @@ def pull(ref: str, *, force: bool = False, registry=None) -> list[dict[str, Any]
                 rec.update(path=str(path), sha256=digest)
             out.append(rec)
         return out
-    if ref.startswith("toy:") or "/" not in ref or Path(ref).exists():
-        raise UsageError(f"{ref!r} is not a registry bundle or a Hub repository (ORG/NAME[@REV]); "
-                         "`gpm models list` shows the bundles")
-    path = download_repo(ref if ref.startswith("hf:") else "hf:" + ref, force=force)
+    if r.kind == "toy":
+        return [{"role": None, "ref": r.value, "source": "toy"}]
+    if r.kind == "path":
+        return [{"role": None, "ref": r.value, "source": "local", "path": r.value,
+                 "note": "a local file or folder: nothing to download"}]
+    path = download_repo(r.value, force=force)
     files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
-    return [{"ref": ref if ref.startswith("hf:") else "hf:" + ref, "source": "hf", "path": str(path), "files": files}]
+    return [{"ref": r.value, "source": "hf", "path": str(path), "files": files}]
 
 
 # ---- info ----------------------------------------------------------------------------------------------------------
@@ -178,8 +183,11 @@ def info(ref: str, *, trust_pickle: bool = False, registry=None) -> dict[str, An
     """Describe a registry bundle, a checkpoint directory, a ``hf:`` checkpoint, a ``toy:`` target or a weight file."""
     from gpmcli.registry import Registry
 
+    from gpmcli.refs import parse_ref
+
     reg = registry or Registry.load()
-    if ref in reg.bundles:
+    r = parse_ref(ref, registry=reg)
+    if r.kind == "bundle":
         spec = reg.bundles[ref]
         comps = {}
         for role, c in spec.components.items():
@@ -205,26 +213,23 @@ def info(ref: str, *, trust_pickle: bool = False, registry=None) -> dict[str, An
             comps[role] = entry
         return {"kind": "bundle", "name": ref, "description": spec.description, **spec.info,
                 "default_for": sorted(k for k, v in reg.defaults.items() if v == ref), "components": comps}
-    if ref.startswith("hf:"):
+    if r.kind == "hf":
         from gpmcli.hub import download_checkpoint
 
-        return checkpoint_info(download_checkpoint(ref), ref=ref)
-    if ref.startswith("toy:"):
+        return checkpoint_info(download_checkpoint(r.value), ref=r.value)
+    if r.kind == "toy":
         from gpmcli.fields.toy import load_toy, toy_config
 
-        gm = load_toy(ref[4:])
-        cfg = toy_config(gm, ref)
-        return {"kind": "toy", "ref": ref, "role": "score", "config": cfg, "components": int(gm.weights.numel()),
+        gm = load_toy(r.value[4:])
+        cfg = toy_config(gm, r.value)
+        return {"kind": "toy", "ref": r.value, "role": "score", "config": cfg, "components": int(gm.weights.numel()),
                 "dim": int(gm.means.shape[-1]), "parameters": 0}
-    p = _local_path(ref, reg.root) if not Path(ref).exists() else Path(ref)
+    p = r.path
     if p.is_file():
         if p.suffix not in WEIGHT_SUFFIXES + (".pkl", ".tar"):
             raise UsageError(f"{p}: not a weight file ({', '.join(WEIGHT_SUFFIXES)})")
         return weight_file_info(p, trust_pickle=trust_pickle)
-    if p.is_dir():
-        return checkpoint_info(p, ref=ref)
-    raise UsageError(f"{ref!r} is not a registry bundle, checkpoint directory, weight file, hf: or toy: reference; "
-                     "`gpm models list` shows the bundles")
+    return checkpoint_info(p, ref=ref)
 
 
 def _cached_hf_info(ref: str, sha256: str | None) -> dict[str, Any]:
@@ -243,15 +248,19 @@ def verify(ref: str, *, registry=None) -> list[dict[str, Any]]:
     from gpmcli.hub import download_checkpoint
     from gpmcli.registry import Registry
 
+    from gpmcli.refs import parse_ref
+
     reg = registry or Registry.load()
-    if ref in reg.bundles:
+    r = parse_ref(ref, registry=reg)
+    if r.kind == "bundle":
         items = [(role, c.ref, c.sha256) for role, c in reg.bundles[ref].components.items()]
         converted = {role: c.convert for role, c in reg.bundles[ref].components.items() if c.convert}
-    elif ref.startswith(("hf:", "toy:")) or Path(ref).is_dir():
-        items = [(None, ref, None)]
-        converted = {}
+    elif r.kind == "path" and not r.path.is_dir():
+        raise UsageError(f"{ref}: a single file has no pinned sha256 to verify against; `gpm models verify` takes a "
+                         "bundle, a checkpoint folder or a Hub reference")
     else:
-        raise UsageError(f"{ref!r} is not a registry bundle, checkpoint directory or hf: reference")
+        items = [(None, r.value, None)]
+        converted = {}
     out = []
     for role, r, sha in items:
         rec: dict[str, Any] = {"role": role, "ref": r, "pinned_sha256": sha}

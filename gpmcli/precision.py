@@ -47,7 +47,7 @@ def compile_backend():
 
 
 def _pad_rows(t: Any, b: int, to: int) -> Any:
-    if isinstance(t, torch.Tensor) and t.ndim > 0 and t.shape[0] == b:
+    if isinstance(t, torch.Tensor) and t.ndim > 0 and t.shape[0] == b and to > b:
         return torch.cat([t, t[-1:].expand(to - b, *t.shape[1:])], 0)
     return t
 
@@ -64,13 +64,40 @@ def _finish(o: Any, b: int | None) -> Any:
     return o
 
 
+def net_chunk(device: torch.device | str) -> int | None:
+    """Rows per network evaluation during sampling on this device (``$GPM_NET_CHUNK`` overrides; 0 turns chunking
+    off): every call is cut into chunks of exactly this many rows (the last one padded), so a sample's network outputs
+    do not depend on ``--batch-size`` (CPU kernels pick their blocking, hence their float rounding, by batch shape)."""
+    env = os.environ.get("GPM_NET_CHUNK", "").strip()
+    if env:
+        if not env.isdigit():
+            raise UsageError(f"GPM_NET_CHUNK={env!r}: expected a non-negative integer (0: no chunks)")
+        return int(env) or None
+    return {"cpu": 16}.get(torch.device(device).type, 128)
+
+
+def _slice_rows(t: Any, n: int, s: int, e: int) -> Any:
+    return t[s:e] if isinstance(t, torch.Tensor) and t.ndim > 0 and t.shape[0] == n else t
+
+
+def _cat_rows(outs: list[Any]) -> Any:
+    o = outs[0]
+    if isinstance(o, torch.Tensor):
+        return torch.cat(outs, 0) if o.ndim > 0 else o
+    if isinstance(o, (tuple, list)):
+        return type(o)(_cat_rows([x[i] for x in outs]) for i in range(len(o)))
+    return o
+
+
 class NetCall(nn.Module):
-    """A network evaluated under autocast (``dtype`` None: as is), optionally compiled for a fixed batch size."""
+    """A network evaluated under autocast (``dtype`` None: as is), optionally compiled for a fixed batch size, and
+    optionally always on ``chunk`` rows at a time (fixed-shape evaluation: results independent of the batch)."""
 
     def __init__(self, net: nn.Module, *, dtype: torch.dtype | None, device_type: str, compile: bool = False,
-                 batch: int | None = None, channels_last: bool = False):
+                 batch: int | None = None, channels_last: bool = False, chunk: int | None = None):
         super().__init__()
         self.net = net
+        self.chunk = chunk
         self.dtype, self.device_type = dtype, device_type
         self.channels_last = channels_last
         if channels_last:
@@ -80,6 +107,19 @@ class NetCall(nn.Module):
         self._fn = torch.compile(net, dynamic=False, backend=compile_backend()) if compile else net
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        x = args[0] if args else None
+        if self.chunk and isinstance(x, torch.Tensor) and x.ndim > 0 and x.shape[0] != self.chunk:
+            n, k = x.shape[0], self.chunk
+            outs = []
+            for s in range(0, n, k):
+                e = min(n, s + k)
+                a = tuple(_pad_rows(_slice_rows(t, n, s, e), e - s, k) for t in args)
+                kw = {name: _pad_rows(_slice_rows(v, n, s, e), e - s, k) for name, v in kwargs.items()}
+                outs.append(_finish(self._call(a, kw), e - s) if e - s < k else self._call(a, kw))
+            return _cat_rows(outs)
+        return self._call(args, kwargs)
+
+    def _call(self, args: tuple, kwargs: dict) -> Any:
         b = None
         if self.batch is not None and args and isinstance(args[0], torch.Tensor) and args[0].ndim > 0:
             n = args[0].shape[0]
@@ -117,14 +157,17 @@ def _has_conv(m: nn.Module) -> bool:
 
 
 def wrap_network(net: nn.Module, *, precision: str = "fp32", compile: bool = False, batch: int | None = None,
-                 device: torch.device | str = "cpu") -> nn.Module:
-    """``net`` evaluated with ``precision`` (and compiled for ``batch`` rows); fp32 without compile returns ``net``."""
+                 device: torch.device | str = "cpu", chunk: int | None = None) -> nn.Module:
+    """``net`` evaluated with ``precision`` (and compiled for ``batch`` rows), ``chunk`` rows per call if given;
+    fp32 without compile or chunk returns ``net``."""
     device = torch.device(device)
     dtype = check_precision(precision, device)
-    if precision == "fp32" and not compile:
+    if precision == "fp32" and not compile and not chunk:
         return net
+    if compile and chunk:
+        batch = chunk  # the compiled graph only ever sees chunks
     kw = dict(dtype=None if precision == "fp32" else dtype, device_type=device.type, compile=compile, batch=batch,
-              channels_last=device.type == "cuda" and _has_conv(net))
+              channels_last=device.type == "cuda" and _has_conv(net), chunk=chunk)
     # a probability network whose final sigmoid is visible stays an nn.Sequential ending in it (the discriminator
     # field then reads the exact logit, see gpmcli.fields.discriminator)
     if isinstance(net, nn.Sequential) and len(net) > 1 and isinstance(net[-1], nn.Sigmoid):
@@ -133,20 +176,23 @@ def wrap_network(net: nn.Module, *, precision: str = "fp32", compile: bool = Fal
 
 
 def apply_to_bundle(bundle, *, precision: str = "fp32", compile: bool = False, batch: int | None = None,
-                    device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Wrap every network of ``bundle`` in place; returns what run.json records."""
+                    device: torch.device | str = "cpu", chunk: int | None = None) -> dict[str, Any]:
+    """Wrap every network of ``bundle`` in place (``chunk``: fixed rows per evaluation, see :func:`net_chunk`);
+    returns what run.json records."""
     device = torch.device(device)
     check_precision(precision, device)
     wrapped = []
     for role, comp in list(bundle.components.items()):
-        if _is_network(comp.module) and (precision != "fp32" or compile):
+        if _is_network(comp.module) and (precision != "fp32" or compile or chunk):
             bundle.components[role] = dataclasses.replace(
                 comp, module=wrap_network(comp.module, precision=precision, compile=compile, batch=batch,
-                                          device=device))
+                                          device=device, chunk=chunk))
             wrapped.append(role)
+    if compile and chunk:
+        batch = chunk
     return {"precision": precision, "network_dtype": str(PRECISIONS[precision]).replace("torch.", ""),
             "particle_dtype": "float32", "compile": compile,
             "compile_backend": str(compile_backend()) if compile else None,
             "fixed_batch": batch if compile else None,
             "channels_last": device.type == "cuda" and any(_has_conv(bundle.components[r].module) for r in wrapped),
-            "networks": wrapped}
+            "network_chunk": chunk if wrapped else None, "networks": wrapped}

@@ -35,11 +35,16 @@ class GpmTyper(typer.Typer):
     def __call__(self, *args, **kwargs):
         try:
             return super().__call__(*args, **kwargs)
-        except SystemExit:
+        except SystemExit as e:
+            if e.code == 130:  # Ctrl-C outside a sampling loop (Typer exits 130 silently)
+                err_console.print("interrupted")
             raise
         except GpmError as e:
             if not _quiet_here(e):
-                err_console.print(f"[bold red]error:[/] {escape(str(e))}", markup=True, soft_wrap=True)
+                from gpmcli.errors import Interrupted
+
+                prefix = "" if isinstance(e, Interrupted) else "[bold red]error:[/] "
+                err_console.print(f"{prefix}{escape(str(e))}", markup=True, soft_wrap=True)
             if hasattr(e, "reported"):
                 e.reported()
             sys.exit(e.exit_code)

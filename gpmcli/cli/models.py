@@ -88,6 +88,8 @@ def pull(ref: str = typer.Argument(..., help="Bundle name or \\[hf:]ORG/NAME\\[@
     for r in recs:
         if r["source"] == "toy":
             _p(f"{r.get('role') or ''}: {r['ref']} (analytic, nothing to download)")
+        elif r.get("note"):
+            _p(f"{r['ref']}: {r['note']}")
         elif "files" in r:
             _p(f"{r['ref']}: {len(r['files'])} files verified in {r['path']}")
         else:

@@ -70,6 +70,9 @@ def sample(
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the networks for the fixed batch size (first batch pays the compilation).", rich_help_panel=_IO),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="Allow weight files that run pickled code.", rich_help_panel=_IO),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON.", rich_help_panel=_IO),
+    raw: bool = typer.Option(False, "--raw", help="Write the raw values to samples.npz instead of clipping them to "
+                             "the data range (PNGs are always clipped; run.json reports the fraction outside).",
+                             rich_help_panel=_IO),
 ):
     """Draw samples with one of the particle-model samplers and write them to --out."""
     from gpmcli import api
@@ -77,6 +80,10 @@ def sample(
     formats = tuple(f.strip() for f in fmt.split(",") if f.strip())
     if not formats or set(formats) - {"png", "npz"}:
         raise UsageError("--format takes png, npz or png,npz")
+    if n < 1 or batch_size < 1:
+        raise UsageError("-n and --batch-size must be positive")
+    api.check_seed(seed)
+    api.check_finite({"lambda": lam})
     if lam is not None and lam < 0:
         raise UsageError("--lambda must be >= 0")
     if lam is not None and lam > 1:
@@ -92,17 +99,30 @@ def sample(
         "s_min": s_min, "s_max": s_max, "s_noise": s_noise, "step_lr": step_lr, "eta": eta, "ddls_step": ddls_step,
         "ddls_steps": ddls_steps, "mala": mala,
     }
+    api.check_finite(params)
     overrides = {"score": score, "discriminator": discriminator, "generator": generator}
     command = "gpm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     from gpmcli.distributed import is_main_process
 
-    with progress_bar(n, f"sampling {model}", enabled=is_main_process()) as bar:
-        task = bar.add_task("sample", total=n)
+    bar = progress_bar(n, f"sampling {model}", enabled=is_main_process())
+    task = None
+
+    def on_progress(done: int, total: int) -> None:  # the bar appears once loading and checks are done
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task("sample", total=total)
+        bar.update(task, completed=done, total=total)
+
+    try:
         summary = api.sample(model, checkpoint=checkpoint, overrides=overrides, n=n, batch_size=batch_size, seed=seed,
                              params=params, out_dir=out, formats=formats, resume=resume, device=device,
                              trust_pickle=trust_pickle, trajectory=trajectory, command=command,
-                             progress=lambda done, total: bar.update(task, completed=done, total=total),
-                             modules=modules, precision=precision, compile=compile_)
+                             progress=on_progress, modules=modules, precision=precision, compile=compile_,
+                             clamp=not raw)
+    finally:
+        if task is not None:
+            bar.stop()
     if not is_main_process():  # rank 0 reports for the whole run
         return
     if (precision != "fp32" or compile_) and not summary.run_info.get("networks", [None]):
@@ -114,3 +134,7 @@ def sample(
         procs = summary.run_info.get("processes", 1)
         info(f"wrote {n} samples to {out}/ (NFE {summary.nfe} per sample, sampling {w['sample']:.2f}s, "
              f"total {sum(w.values()):.2f}s" + (f", {procs} processes" if procs > 1 else "") + ")")
+        oor = summary.run_info.get("out_of_range") or {}
+        if oor.get("values"):
+            info(f"{oor['fraction']:.2%} of the values were outside the data range {oor['range']}: "
+                 + ("kept as they are (--raw)" if not oor["clamped"] else "clipped to it (--raw keeps them)"))

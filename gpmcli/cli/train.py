@@ -57,6 +57,10 @@ def train(
             out_console.print(f"{o.flag}{choices}  {o.help} (default: {o.default})", markup=False)
         return
     args = spec.parse_args(list(ctx.args))
+    from gpmcli.api import check_finite, check_seed
+
+    check_finite({"lr": lr, "ema": ema, "grad_clip": grad_clip})
+    check_seed(seed)
     if data is None:
         raise UsageError("gpm train needs --data NAME|PATH (a toy name, mnist, hf:ORG/NAME or an image folder)")
     if out is None:

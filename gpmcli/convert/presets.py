@@ -43,6 +43,9 @@ def _n_conv(sd, prefix="main.") -> list[str]:
 
 def _mlp_g(sd, keep):
     z, h, o = sd["0.weight"].shape[1], sd["0.weight"].shape[0], sd["4.weight"].shape[0]
+    if o == 1:  # the discriminator has the same three layers, ending in one unit
+        raise UsageError(f"the file's last layer has 1 output unit and {z} inputs: a csinva-mlp-gan-d "
+                         "(discriminator) layout, not a generator; use --from csinva-mlp-gan-d")
     shape = [1, 28, 28] if o == 784 else [o]
     return "csinva-mlp-gan-g", {"z_dim": z, "hidden": h, "out_shape": shape}, {
         "latent": {"dim": z, "distribution": "normal", "shape": [z]},
@@ -51,6 +54,9 @@ def _mlp_g(sd, keep):
 
 def _mlp_d(sd, keep):
     i, h = sd["0.weight"].shape[1], sd["0.weight"].shape[0]
+    if sd["4.weight"].shape[0] != 1:
+        raise UsageError(f"the file's last layer has {sd['4.weight'].shape[0]} output units: a csinva-mlp-gan-g "
+                         "(generator) layout, not a discriminator (one logit); use --from csinva-mlp-gan-g")
     shape = [1, 28, 28] if i == 784 else [i]
     return "csinva-mlp-gan-d", {"in_dim": i, "hidden": h, "prob": keep}, {
         "output": "prob" if keep else "logit", "loss": "vanilla", "time": None,

@@ -118,7 +118,23 @@ def compute_stats(src, *, features: str = "inception", inception_weights=None, l
     mom, _ = extract(source, pipeline, n=n, batch_size=batch_size, workers=workers, progress=progress)
     mu, sigma = mom.result()
     meta = {"source": source.name, **pipeline.describe(), "versions": _versions()}
+    shape = image_shape(source)
+    if shape:
+        meta["image_shape"] = list(shape)
     return Stats(mu, sigma, mom.n, pipeline.id, pipeline.weights_sha256, meta)
+
+
+def image_shape(source) -> tuple[int, ...] | None:
+    """(C, H, W) of a source's images (the first image of a folder; recorded in statistics files), or None."""
+    from gpmcli.metrics.sources import FolderSource, _decode
+
+    if isinstance(source, Stats):
+        shape = source.meta.get("image_shape")
+        return tuple(shape) if shape else None
+    if isinstance(source, FolderSource):
+        return tuple(_decode(source.files[0]).shape)
+    images = getattr(source, "images", None)
+    return tuple(images.shape[1:]) if images is not None else None
 
 
 def _check_compatible(a: Stats, b: Stats, an: str, bn: str) -> None:
@@ -172,6 +188,11 @@ def fid(gen, ref, *, features: str = "inception", inception_weights=None, lenet_
         warnings.simplefilter("always", MetricWarning)
         fd = frechet_distance(g.mu, g.sigma, r.mu, r.sigma, n1=g.n or None, n2=r.n or None)
     msgs = [str(w.message) for w in caught if issubclass(w.category, MetricWarning)]
+    shapes = {name: image_shape(s) for name, s in srcs.items()}
+    if shapes["GEN"] and shapes["REF"] and shapes["GEN"] != shapes["REF"]:
+        fmt = {k: "x".join(map(str, v)) for k, v in shapes.items()}
+        msgs.append(f"GEN images are {fmt['GEN']} and REF images {fmt['REF']} (channels x height x width): the "
+                    "feature network converts both to its own input, so the distance also measures that difference")
     for m in msgs:
         log.warning("warning: %s", m)
     key = "fd_lenet" if (g.pipeline or want_id).startswith("lenet") else "fid"

@@ -90,12 +90,15 @@ def load_stats(path: str | Path) -> Stats:
 def _decode(path: str) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(path) as im:
-        if im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
-            im = im.convert("L")
-            return np.asarray(im, dtype=np.uint8)[None]
-        im = im.convert("RGB")
-        return np.ascontiguousarray(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
+                im = im.convert("L")
+                return np.asarray(im, dtype=np.uint8)[None]
+            im = im.convert("RGB")
+            return np.ascontiguousarray(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's UnidentifiedImageError is an OSError
+        raise UsageError(f"{path}: not a readable image ({type(e).__name__}); remove or replace it") from None
 
 
 def _decode_many(paths: list[str]) -> list[np.ndarray]:
