@@ -4,7 +4,7 @@
 ``D = sum_k r_k(x) (mu_k + Sigma_k (Sigma_k + sigma^2 I)^{-1} (x - mu_k))`` with ``r_k`` the posterior weights.
 Computations run in float64 and return the input dtype.
 
-Built-in names (``toy:NAME``): ``pentagon`` (GPM: 5 modes on a circle of radius 3, std 0.5), ``8gaussians`` (radius 2,
+Built-in names (``toy:NAME``): ``pentagon`` (GPM: 5 modes on a circle of radius 3, std 0.5, one at (3, 0)), ``8gaussians`` (radius 2,
 std 0.1), ``25gaussians`` (5x5 grid with spacing 2 centred on 0, std 0.1), ``gaussian`` (2-D, mean (1, -0.5),
 covariance [[1, 0.6], [0.6, 0.5]]). ``toy:PATH.json`` reads ``{"weights": [...], "means": [[...]], "covs": [...]}``;
 a cov may be a full matrix, a per-dimension variance list or a scalar variance.
@@ -129,7 +129,7 @@ def _circle(k: int, radius: float, std: float, phase: float = 0.0) -> GaussianMi
 
 def _builtin(name: str) -> GaussianMixture:
     if name == "pentagon":
-        gm = _circle(5, 3.0, 0.5, phase=math.pi / 2)
+        gm = _circle(5, 3.0, 0.5)  # GPM's orientation: a vertex at (3, 0)
     elif name == "8gaussians":
         gm = _circle(8, 2.0, 0.1)
     elif name == "25gaussians":

@@ -9,6 +9,13 @@ checkpoint or a bundle holding one) and minimises the vanilla logistic loss
 ``log q/p_g`` (tested in closed form). ``--init REF`` starts from an existing discriminator (e.g. the GAN's own),
 otherwise a fresh MLP / DCGAN discriminator is built. The output is an unconditioned logit discriminator; put it in a
 bundle beside the generator and sample with ``gpm sample --model ddls``.
+
+Calibrating a pretrained pair (DRS, Azadi et al. 2019; MH-GAN, Turner et al. 2019): ``--init`` may also be a WGAN
+critic (its raw score becomes the logit), and ``--train last`` re-fits only the last layer with parameters (a logistic
+regression on the network's own penultimate features: convex, cheap, the body untouched), ``--train all`` fine-tunes
+every weight. A network started from ``--init`` keeps its BatchNorm layers in eval mode (saved statistics), so the
+calibrated logit is a per-sample function as DDLS evaluates it. ``--data mnist`` (32x32, padded by 2) against a 28x28
+generator is cropped back to 28x28 (the exact inverse of the padding).
 """
 
 from __future__ import annotations
@@ -34,6 +41,21 @@ def _component(ref: str, role: str, device):
     return b[role]
 
 
+def _is_padded_mnist(data, gen_shape: tuple[int, ...]) -> bool:
+    """``--data mnist`` (GPM's 32x32, padded by 2 with the background value) against a 28x28 generator."""
+    return (str(getattr(data, "name", "")).lower() == "mnist" and tuple(data.shape) == (1, 32, 32)
+            and gen_shape == (1, 28, 28))
+
+
+def _last_layer(net: torch.nn.Module) -> torch.nn.Module | None:
+    """The last module (in registration order) that holds parameters of its own: a logit network's output layer."""
+    last = None
+    for m in net.modules():
+        if any(True for _ in m.parameters(recurse=False)):
+            last = m
+    return last
+
+
 class DDLSDiscTrainer(RoleTrainer):
     role = "discriminator"
 
@@ -43,7 +65,15 @@ class DDLSDiscTrainer(RoleTrainer):
             raise UsageError("gpm train discriminator --for ddls needs --generator REF (the frozen generator)")
         if a["gp"] < 0:
             raise UsageError("--gp must be >= 0")
+        if a["train"] not in ("all", "last"):
+            raise UsageError(f"--train {a['train']!r}: choose all (fine-tune every weight) or last (re-fit the last layer)")
+        if a["train"] == "last" and not a["init"]:
+            raise UsageError("--train last re-fits the last layer of an existing discriminator: give --init REF")
         gc = _component(a["generator"], "generator", dev)
+        self.crop = 0
+        if gc.data_shape and _is_padded_mnist(self.ctx.data, tuple(gc.data_shape)):
+            self.crop, shape = 2, tuple(gc.data_shape)  # --data mnist is padded by 2 to 32x32; the GAN makes 28x28
+        self.shape = shape
         if gc.data_shape and tuple(gc.data_shape) != shape:
             raise UsageError(f"--generator {a['generator']} makes samples of shape {list(gc.data_shape)}, the data "
                              f"has {list(shape)}")
@@ -56,14 +86,25 @@ class DDLSDiscTrainer(RoleTrainer):
         self.generator_ref = gc.ref
         if a["init"]:
             dc = _component(a["init"], "discriminator", dev)
-            if dc.config.get("output") != "logit" or dc.config.get("time"):
-                raise UsageError(f"--init {a['init']}: DDLS needs an unconditioned logit discriminator")
-            self.D, self.arch = copy.deepcopy(dc.module).to(dev).train().requires_grad_(True), dc.config["arch"]
-            self.init_ref = dc.ref
+            if dc.config.get("output") not in ("logit", "critic") or dc.config.get("time"):
+                raise UsageError(f"--init {a['init']}: DDLS calibration starts from an unconditioned logit or critic "
+                                 f"discriminator (this one has output {dc.config.get('output')!r}"
+                                 f"{', a time variable' if dc.config.get('time') else ''})")
+            if dc.config.get("real", "high") != "high":
+                raise UsageError(f"--init {a['init']}: its output is low on real data; DDLS calibration needs a "
+                                 "discriminator whose output is high on real data")
+            self.D, self.arch = copy.deepcopy(dc.module).to(dev).eval(), dc.config["arch"]
+            self.init_ref, self.init_output = dc.ref, dc.config.get("output")
+            self.D.requires_grad_(a["train"] == "all")
+            if a["train"] == "last":
+                last = _last_layer(self.D)
+                if last is None:
+                    raise UsageError(f"--init {a['init']}: the network has no layer with parameters to re-fit")
+                last.requires_grad_(True)
         else:
             self.D, self.arch = default_discriminator(shape, a["width"], a["depth"])
-            self.D, self.init_ref = self.D.to(dev), None
-        self.opt = adam(self.D.parameters(), self.ctx.opts.lr, (a["beta1"], 0.999))
+            self.D, self.init_ref, self.init_output = self.D.to(dev), None, None
+        self.opt = adam([p for p in self.D.parameters() if p.requires_grad], self.ctx.opts.lr, (a["beta1"], 0.999))
 
     def modules(self):
         return {"discriminator": self.D}
@@ -77,6 +118,11 @@ class DDLSDiscTrainer(RoleTrainer):
 
     def train_step(self, real):
         a, n, g = self.args, real.shape[0], self.ctx.generator()
+        if self.init_ref is not None:
+            self.D.eval()  # saved BatchNorm statistics: the logit stays a per-sample function
+        if self.crop:
+            c = self.crop
+            real = real[..., c:-c, c:-c]
         with torch.no_grad(), self.ctx.autocast():
             fake = self.G(self.ctx.randn(n, *self.latent, generator=g)).float()
         loss = discriminator_loss("vanilla", self.f(fake), self.f(real))
@@ -88,13 +134,21 @@ class DDLSDiscTrainer(RoleTrainer):
         return {"loss_d": float(loss.detach()), "acc": float(acc)}
 
     def exports(self):
+        data = self.ctx.data.describe()
+        data["shape"] = list(self.shape)
         return {"": ("discriminator", {"role": "discriminator", "arch": self.arch, **disc_config("vanilla"),
-                                       "time": None, "calibrated_for": {"generator": self.generator_ref,
-                                                                        "init": self.init_ref}})}
+                                       "time": None, "data": data,
+                                       "calibrated_for": {"generator": self.generator_ref, "init": self.init_ref,
+                                                          "init_output": self.init_output,
+                                                          "train": self.args["train"]}})}
 
     def card(self, name, config):
         a = self.args
         init = f"started from `{self.init_ref}`" if self.init_ref else "a fresh network"
+        if self.init_ref and a["train"] == "last":
+            init += ", only its last layer re-fitted (logistic regression on its own features)"
+        elif self.init_ref:
+            init += ", every weight fine-tuned"
         gp = f", zero-centred gradient penalty {a['gp']}" if a["gp"] else ", no gradient penalty"
         return (f"Logistic discriminator calibrated for DDLS against the frozen generator `{self.generator_ref}` "
                 f"({init}; vanilla loss{gp}): its logit estimates log q/p_g for that generator, which is what "
@@ -105,7 +159,8 @@ class DDLSDiscTrainer(RoleTrainer):
 register_role(RoleSpec("discriminator:ddls", DDLSDiscTrainer,
                        "logistic discriminator calibrated against a frozen generator, for DDLS (section 7)", options=[
     Opt("generator", str, None, "the frozen generator: checkpoint, registry bundle or hf: reference (required)"),
-    Opt("init", str, None, "start from this discriminator (e.g. the GAN's own; must be an unconditioned logit)"),
+    Opt("init", str, None, "start from this discriminator (e.g. the GAN's own: an unconditioned logit or critic)"),
+    Opt("train", str, "all", "with --init: all (fine-tune every weight) or last (re-fit only the last layer)"),
     Opt("width", int, None, "MLP width (default 128) or DCGAN base channels (default 32), without --init"),
     Opt("depth", int, 3, "MLP hidden layers, without --init"),
     Opt("gp", float, 0.0, "zero-centred gradient penalty weight on real/fake interpolates"),
