@@ -38,7 +38,7 @@ def wide_mixture():
 def test_sigma_max_scales_with_the_extent():
     gm = wide_mixture()
     extent = float((gm.means.norm(dim=1) + gm.evals.max(-1).values.sqrt()).max())
-    assert gm.sigma_max == pytest.approx(20 * extent) and gm.sigma_max > 1000
+    assert gm.sigma_max == pytest.approx(10 * extent) and gm.sigma_max > 700
     assert toy_config(gm, "w")["parameterization"]["sigma_max"] == gm.sigma_max
     assert make_sde("ve", 10, gm).sigma_max == pytest.approx(50 * gm.sigma_max / 80)
     assert make_sde("ve", 10, load_toy("pentagon")).sigma_max == 50.0
@@ -46,7 +46,7 @@ def test_sigma_max_scales_with_the_extent():
 
 @pytest.mark.parametrize("kind", ["edm", "ode"])
 def test_mode_weights_of_a_wide_mixture_are_recovered(kind):
-    """With sigma_max = 80 the prior sits 0.8-0.95 noise stds away from these modes and the deterministic samplers
+    """With sigma_max = 80 the prior sits 0.75-0.95 noise stds away from these modes and the deterministic samplers
     return weights off by up to 0.06 (measured: edm [0.133, 0.227, 0.265, 0.377], ode [0.142, 0.237, 0.24, 0.381]);
     the binomial std of a weight at N = 2,000 is <= 0.011."""
     gm = wide_mixture()

@@ -9,7 +9,7 @@ std 0.1), ``25gaussians`` (5x5 grid with spacing 2 centred on 0, std 0.1), ``gau
 covariance [[1, 0.6], [0.6, 0.5]]). ``toy:PATH.json`` reads ``{"weights": [...], "means": [[...]], "covs": [...]}``;
 a cov may be a full matrix, a per-dimension variance list or a scalar variance.
 
-``sigma_max`` is EDM's 80, or 20x the target's extent (largest mode norm + its largest std) when that is larger, so
+``sigma_max`` is EDM's 80, or 10x the target's extent (largest mode norm + its largest std) when that is larger, so
 that the samplers' prior N(0, sigma_max^2 I) stays close to the noised target (the VE samplers' default top, 50,
 scales by the same factor).
 """
@@ -26,7 +26,7 @@ from gpmcli.errors import UsageError
 from gpmcli.fields.base import Denoiser
 
 
-SIGMA_MAX_PER_SPREAD = 20.0
+SIGMA_MAX_PER_SPREAD = 10.0
 
 
 class GaussianMixture(Denoiser):
@@ -60,8 +60,8 @@ class GaussianMixture(Denoiser):
         self.register_buffer("evecs", evecs)
         # The samplers start from N(0, sigma_max^2 I), which matches the noised target only while the target's extent
         # is small against sigma_max: a mode at distance r from the origin shifts the noised density by r / sigma_max
-        # standard deviations. EDM's 80 is 23x the pentagon's extent (3.5); wider targets get sigma_max = 20 x their
-        # extent (largest |mu_k| + sqrt of the largest covariance eigenvalue), so the prior is equally close.
+        # standard deviations. EDM's 80 keeps that below 0.1 up to an extent of 8 (the pentagon's is 3.5); wider
+        # targets get sigma_max = 10 x their extent (largest |mu_k| + sqrt of the largest covariance eigenvalue).
         self.spread = float((mu.norm(dim=1) + self.evals.max(-1).values.sqrt()).max())
         self.sigma_min, self.sigma_max = 0.002, max(80.0, SIGMA_MAX_PER_SPREAD * self.spread)
         # the VE samplers' default top level (score_sde's 50 for EDM's 80), scaled the same way
