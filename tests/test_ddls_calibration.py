@@ -96,6 +96,20 @@ def test_last_layer_refit_recovers_the_closed_form_log_ratio(pair):
         assert abs(log_mean_exp(comp.module(z).reshape(-1))) < 0.05
 
 
+def test_affine_platt_scaling_recovers_the_log_ratio_and_keeps_the_architecture(pair):
+    """The uncalibrated output is exactly 4 (mu.x) + 3 = 4 log-ratio + 3 + 2|mu|^2: a scale 1/4 and an offset fix it."""
+    comp = _calibrate(pair, "affine")
+    d0 = load_checkpoint(pair / "d0").module
+    assert comp.config["arch"]["name"] == "mlp" and torch.equal(comp.module.net[0].weight, d0.net[0].weight)
+    ratio = (comp.module.net[2].weight / d0.net[2].weight).detach()  # the fold: one common scale on the last layer
+    assert torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio)) and float(ratio.flatten()[0]) == pytest.approx(
+        0.25, abs=0.02)
+    x = MU * torch.linspace(-1.0, 2.0, 13)[:, None] + torch.tensor([0.3, -0.6])
+    with torch.no_grad():
+        d = comp.module.eval()(x).reshape(-1)
+    assert (d - exact_log_ratio(x)).abs().max() < 0.15
+
+
 def test_critic_init_and_full_fine_tune_also_calibrate(pair):
     _uncalibrated_discriminator(pair / "d0", output="critic")  # a WGAN critic: its raw score becomes the logit
     comp = _calibrate(pair, "all", steps=800)
@@ -145,6 +159,9 @@ def test_bad_calibration_options_exit_2(cli, pair):
     code, _, err = cli("train", "discriminator", "--for", "ddls", "--data", "gaussian", "-o", pair / "x", "--steps",
                        "1", "--generator", pair / "g", "--init", pair / "d0", "--train", "middle")
     assert code == 2 and "--train" in err
+    code, _, err = cli("train", "discriminator", "--for", "ddls", "--data", "gaussian", "-o", pair / "x", "--steps",
+                       "1", "--generator", pair / "g", "--init", pair / "d0", "--noise", "-0.1")
+    assert code == 2 and "--noise" in err
     assert not (pair / "x" / "model.safetensors").exists()
 
 

@@ -12,10 +12,14 @@ bundle beside the generator and sample with ``gpm sample --model ddls``.
 
 Calibrating a pretrained pair (DRS, Azadi et al. 2019; MH-GAN, Turner et al. 2019): ``--init`` may also be a WGAN
 critic (its raw score becomes the logit), and ``--train last`` re-fits only the last layer with parameters (a logistic
-regression on the network's own penultimate features: convex, cheap, the body untouched), ``--train all`` fine-tunes
-every weight. A network started from ``--init`` keeps its BatchNorm layers in eval mode (saved statistics), so the
+regression on the network's own penultimate features: convex, cheap, the body untouched), ``--train affine`` fits only
+a scale and an offset of the output (Platt scaling, as MH-GAN calibrates; folded into the last layer, so the checkpoint
+keeps the original architecture), ``--train all`` fine-tunes every weight. A network started from ``--init`` keeps its BatchNorm layers in eval mode (saved statistics), so the
 calibrated logit is a per-sample function as DDLS evaluates it. ``--data mnist`` (32x32, padded by 2) against a 28x28
-generator is cropped back to 28x28 (the exact inverse of the padding).
+generator is cropped back to 28x28 (the exact inverse of the padding). ``--noise S`` adds N(0, S^2) instance noise to
+both sides: real MNIST backgrounds are exactly -1 while a tanh generator never reaches it, so a conv critic's features
+can separate the two perfectly and the logistic fit then diverges (logits of -7 on the generator's samples); on the
+noised pair the ratio is finite and smooth.
 """
 
 from __future__ import annotations
@@ -63,12 +67,13 @@ class DDLSDiscTrainer(RoleTrainer):
         a, shape, dev = self.args, tuple(self.ctx.data.shape), self.ctx.device
         if not a["generator"]:
             raise UsageError("gpm train discriminator --for ddls needs --generator REF (the frozen generator)")
-        if a["gp"] < 0:
-            raise UsageError("--gp must be >= 0")
-        if a["train"] not in ("all", "last"):
-            raise UsageError(f"--train {a['train']!r}: choose all (fine-tune every weight) or last (re-fit the last layer)")
-        if a["train"] == "last" and not a["init"]:
-            raise UsageError("--train last re-fits the last layer of an existing discriminator: give --init REF")
+        if a["gp"] < 0 or a["noise"] < 0:
+            raise UsageError("--gp and --noise must be >= 0")
+        if a["train"] not in ("all", "last", "affine"):
+            raise UsageError(f"--train {a['train']!r}: choose all (fine-tune every weight), last (re-fit the last "
+                             "layer) or affine (a scale and an offset of the output)")
+        if a["train"] in ("last", "affine") and not a["init"]:
+            raise UsageError(f"--train {a['train']} re-fits an existing discriminator: give --init REF")
         gc = _component(a["generator"], "generator", dev)
         self.crop = 0
         if gc.data_shape and _is_padded_mnist(self.ctx.data, tuple(gc.data_shape)):
@@ -96,24 +101,50 @@ class DDLSDiscTrainer(RoleTrainer):
             self.D, self.arch = copy.deepcopy(dc.module).to(dev).eval(), dc.config["arch"]
             self.init_ref, self.init_output = dc.ref, dc.config.get("output")
             self.D.requires_grad_(a["train"] == "all")
-            if a["train"] == "last":
+            if a["train"] in ("last", "affine"):
                 last = _last_layer(self.D)
-                if last is None:
-                    raise UsageError(f"--init {a['init']}: the network has no layer with parameters to re-fit")
-                last.requires_grad_(True)
+                if last is None or (a["train"] == "affine" and getattr(last, "bias", None) is None):
+                    raise UsageError(f"--init {a['init']}: the network has no last layer with a weight and a bias "
+                                     "to re-fit")
+                last.requires_grad_(a["train"] == "last")
+                if a["train"] == "affine":  # d' = s d + b, folded into the last layer: W <- s W0, c <- s c0 + b
+                    self.last, self.w0, self.c0 = last, last.weight.detach().clone(), last.bias.detach().clone()
+                    self.affine = torch.nn.Parameter(torch.tensor([1.0, 0.0], device=dev))
+                    self.D0 = copy.deepcopy(self.D).eval().requires_grad_(False)
         else:
             self.D, self.arch = default_discriminator(shape, a["width"], a["depth"])
             self.D, self.init_ref, self.init_output = self.D.to(dev), None, None
-        self.opt = adam([p for p in self.D.parameters() if p.requires_grad], self.ctx.opts.lr, (a["beta1"], 0.999))
+        params = [p for p in self.D.parameters() if p.requires_grad]
+        if a["train"] == "affine":
+            params = [self.affine]
+        self.opt = adam(params, self.ctx.opts.lr, (a["beta1"], 0.999))
+
+    def _fold(self):
+        """Write the current scale and offset into the last layer (so the saved network computes s d + b)."""
+        with torch.no_grad():
+            s, b = self.affine[0], self.affine[1]
+            self.last.weight.copy_(s * self.w0)
+            self.last.bias.copy_(s * self.c0 + b)
 
     def modules(self):
         return {"discriminator": self.D}
+
+    def extra_state(self):
+        return {"affine": self.affine.detach().cpu()} if self.args["train"] == "affine" else {}
+
+    def load_extra_state(self, state):
+        if self.args["train"] == "affine" and "affine" in state:
+            with torch.no_grad():
+                self.affine.copy_(state["affine"].to(self.affine.device))
+            self._fold()
 
     def optimizers(self):
         return {"discriminator": self.opt}
 
     def f(self, x: torch.Tensor) -> torch.Tensor:
         with self.ctx.autocast():
+            if self.args["train"] == "affine":  # s d0(x) + b on the frozen original
+                return self.affine[0] * self.D0(x).reshape(x.shape[0]).float() + self.affine[1]
             return self.D(x).reshape(x.shape[0]).float()
 
     def train_step(self, real):
@@ -125,10 +156,15 @@ class DDLSDiscTrainer(RoleTrainer):
             real = real[..., c:-c, c:-c]
         with torch.no_grad(), self.ctx.autocast():
             fake = self.G(self.ctx.randn(n, *self.latent, generator=g)).float()
+        if a["noise"]:  # instance noise on both sides: a smooth ratio even where the two laws do not overlap
+            real = real + a["noise"] * self.ctx.randn(*real.shape, generator=g)
+            fake = fake + a["noise"] * self.ctx.randn(*fake.shape, generator=g)
         loss = discriminator_loss("vanilla", self.f(fake), self.f(real))
         if a["gp"]:
             loss = loss + a["gp"] * gradient_penalty(self.f, real, fake, self.ctx.rand(n, generator=g))
         self.ctx.update(self.opt, loss)
+        if a["train"] == "affine":
+            self._fold()
         with torch.no_grad():
             acc = 0.5 * ((self.f(real) > 0).float().mean() + (self.f(fake) < 0).float().mean())
         return {"loss_d": float(loss.detach()), "acc": float(acc)}
@@ -140,7 +176,8 @@ class DDLSDiscTrainer(RoleTrainer):
                                        "time": None, "data": data,
                                        "calibrated_for": {"generator": self.generator_ref, "init": self.init_ref,
                                                           "init_output": self.init_output,
-                                                          "train": self.args["train"]}})}
+                                                          "train": self.args["train"],
+                                                          "noise": self.args["noise"]}})}
 
     def card(self, name, config):
         a = self.args
@@ -160,9 +197,12 @@ register_role(RoleSpec("discriminator:ddls", DDLSDiscTrainer,
                        "logistic discriminator calibrated against a frozen generator, for DDLS (section 7)", options=[
     Opt("generator", str, None, "the frozen generator: checkpoint, registry bundle or hf: reference (required)"),
     Opt("init", str, None, "start from this discriminator (e.g. the GAN's own: an unconditioned logit or critic)"),
-    Opt("train", str, "all", "with --init: all (fine-tune every weight) or last (re-fit only the last layer)"),
+    Opt("train", str, "all", "with --init: all (fine-tune every weight), last (re-fit only the last layer) or affine "
+        "(Platt scaling: a scale and an offset of the output, folded into the last layer)"),
     Opt("width", int, None, "MLP width (default 128) or DCGAN base channels (default 32), without --init"),
     Opt("depth", int, 3, "MLP hidden layers, without --init"),
     Opt("gp", float, 0.0, "zero-centred gradient penalty weight on real/fake interpolates"),
+    Opt("noise", float, 0.0, "std of Gaussian instance noise added to real and generated inputs (a smooth ratio when "
+        "the two are separable, e.g. quantised real pixels against continuous generator outputs)"),
     Opt("beta1", float, 0.5, "Adam beta1 (beta2 is 0.999)"),
 ]))
