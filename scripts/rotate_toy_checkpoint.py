@@ -3,10 +3,11 @@
     python scripts/rotate_toy_checkpoint.py checkpoints/toy-pentagon-discr-flow/discriminator OUT --degrees -90
 
 For a rotation R of the plane, a discriminator or score field of the rotated target is the old one composed with
-R^T on its input (``f'(x) = f(R^T x)``; isotropic noise and the flow commute with rotations), and a generator of the
+R^T on its input (``f'(x) = f(R^T x)``; isotropic noise and the flow commute with rotations), a denoiser's network
+rotates its input and its output (``F'(y) = R F(R^T y)``; EDM's preconditioning is scalar), and a generator of the
 rotated target is ``G'(z) = R G(z)``. Both are folded into the network's weights: ``W[:, :2] <- W[:, :2] R^T`` for
 the first linear layer on the sample's two coordinates (a condition's embedding columns are left alone), ``W <- R W``,
-``b <- R b`` for a generator's last layer. Supported: the ``mlp`` architecture and ``sigma-precond`` around it (its
+``b <- R b`` for the last layer of a generator or a score network. Supported: the ``mlp`` architecture and ``sigma-precond`` around it (its
 input scaling ``c_in(sigma)`` is a scalar, so it commutes with R). The config and model card are copied with a
 ``rotated`` record and a card note; the weights are otherwise unchanged. Checked by ``--check``: the rotated network
 on R x equals the old one on x (discriminators) to float32 precision.
@@ -42,13 +43,13 @@ def mlp_of(module):
 def rotate(module, role: str, R: torch.Tensor) -> None:
     net = mlp_of(module).net
     linears = [m for m in net if isinstance(m, torch.nn.Linear)]
-    if role == "generator":
+    if role in ("generator", "score"):  # output coordinates rotate: W <- R W, b <- R b
         last = linears[-1]
         if last.out_features != 2:
             raise SystemExit("a generator of 2-D samples is needed")
         last.weight.copy_((R @ last.weight.double()).to(last.weight.dtype))
         last.bias.copy_((R @ last.bias.double()).to(last.bias.dtype))
-    else:
+    if role != "generator":  # input coordinates rotate: W[:, :2] <- W[:, :2] R^T
         first = linears[0]
         w = first.weight.double()
         w[:, :2] = w[:, :2] @ R.T
@@ -68,8 +69,6 @@ def main(argv=None) -> int:
         raise SystemExit(f"cannot rotate a {role} checkpoint")
     if (comp.config.get("data") or {}).get("shape") not in ([2], (2,)):
         raise SystemExit("only 2-D toy checkpoints can be rotated")
-    if role == "score":
-        raise SystemExit("score networks also rotate their output; retrain them instead (gpm train score)")
     R = rotation(a.degrees)
     old = load_checkpoint(Path(a.src)).module.eval()
     rotate(comp.module, role, R)
@@ -78,7 +77,9 @@ def main(argv=None) -> int:
     x = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
     c = torch.rand(64) + 0.1
     args_ = () if role == "generator" or not getattr(mlp_of(old), "conditional", False) else (c,)
-    if role == "generator":
+    if role == "score":
+        err = float((new((x.double() @ R.T).float(), c).double() - old(x, c).double() @ R.T).abs().max())
+    elif role == "generator":
         z = torch.randn(64, mlp_of(old).net[0].in_features, generator=torch.Generator().manual_seed(0))
         err = float((new(z).double() - old(z).double() @ R.T).abs().max())
     else:
