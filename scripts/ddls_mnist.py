@@ -33,6 +33,9 @@ from gpmcli.fields.base import Bundle, Component  # noqa: E402
 from gpmcli.noise import BatchNoise  # noqa: E402
 from gpmcli.samplers import get_kind  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "scripts"))
+MNIST_TEST = ROOT.parent / "shared" / "assets" / "mnist" / "t10k-images-idx3-ubyte.gz"
+
 
 # ---- stand-ins for the converted asset pairs (used only with --assets when the bundles are not registered) -----------
 class _RyhanGenerator(nn.Module):
@@ -140,11 +143,22 @@ def summarize(probs: torch.Tensor) -> dict:
 
 
 def run_bundle(name, args, device, lenet) -> dict:
+    from gpmcli.api import with_bundle_defaults
+
     bundle = load_pair(name, args.assets, device)
-    params = {"ddls_step": args.ddls_step, "ddls_steps": args.ddls_steps, "mala": args.mala or None}
+    if args.discriminator:
+        from gpmcli.registry import load_bundle
+
+        bundle.components["discriminator"] = load_bundle(args.discriminator, device=device)["discriminator"]
+    params = {"ddls_step": args.ddls_step, "ddls_steps": args.ddls_steps, "mala": True if args.mala else None}
+    if args.bundle_defaults:  # the bundle's own params.ddls (as gpm sample uses them) under explicit flags
+        params = with_bundle_defaults(bundle, "ddls", {k: v for k, v in params.items() if v is not None})
+    else:
+        params = {"ddls_step": args.ddls_step or 0.01, "ddls_steps": 1000 if args.ddls_steps is None else
+                  args.ddls_steps, "mala": args.mala}
     gan = get_kind("gan").build(bundle, {})
     ddls = get_kind("ddls").build(bundle, params)
-    before, after, d0, d1, acc = [], [], [], [], []
+    before, after, d0, d1, acc, xs0, xs1 = [], [], [], [], [], [], []
     t0 = time.perf_counter()
     for start in range(0, args.n, args.batch_size):
         idx = list(range(start, min(args.n, start + args.batch_size)))
@@ -152,9 +166,12 @@ def run_bundle(name, args, device, lenet) -> dict:
         res = ddls(BatchNoise(args.seed, idx, device))
         before.append(classify(lenet, xb, gan.data_range).cpu())
         after.append(classify(lenet, res.x, ddls.data_range).cpu())
+        if args.fd_ref:
+            xs0.append(xb.cpu())
+            xs1.append(res.x.cpu())
         d0.append(res.diagnostics["mean_d_start"] * len(idx))
         d1.append(res.diagnostics["mean_d_end"] * len(idx))
-        if args.mala:
+        if params.get("mala"):
             acc.append(res.diagnostics["acceptance_rate"] * len(idx))
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -162,8 +179,14 @@ def run_bundle(name, args, device, lenet) -> dict:
            "before": summarize(torch.cat(before)), "after": summarize(torch.cat(after)),
            "mean_d_before": sum(d0) / args.n, "mean_d_after": sum(d1) / args.n,
            "seconds": time.perf_counter() - t0, "device": str(device)}
-    if args.mala:
+    if params.get("mala"):
         out["acceptance_rate"] = sum(acc) / args.n
+    if args.fd_ref:
+        from eval_mnist_lenet import fd_lenet_of
+
+        out["before"].update(fd_lenet_of(torch.cat(xs0), gan.data_range or (-1.0, 1.0), args.fd_ref))
+        out["after"].update(fd_lenet_of(torch.cat(xs1), ddls.data_range or (-1.0, 1.0), args.fd_ref))
+    out["discriminator"] = bundle["discriminator"].ref
     return out
 
 
@@ -173,13 +196,20 @@ def main(argv=None) -> int:
     ap.add_argument("-n", type=int, default=10000)
     ap.add_argument("-b", "--batch-size", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ddls-step", type=float, default=0.01)
-    ap.add_argument("--ddls-steps", type=int, default=1000)
+    ap.add_argument("--ddls-step", type=float, default=None, help="default 0.01 (or the bundle's, --bundle-defaults)")
+    ap.add_argument("--ddls-steps", type=int, default=None, help="default 1000 (or the bundle's, --bundle-defaults)")
     ap.add_argument("--mala", action="store_true")
+    ap.add_argument("--bundle-defaults", action="store_true",
+                    help="use the bundle's params.ddls (as gpm sample --model ddls does) where no flag is given")
+    ap.add_argument("--discriminator", default=None, help="replace the bundle's discriminator (as gpm sample does)")
+    ap.add_argument("--fd-ref", default=str(MNIST_TEST) if MNIST_TEST.is_file() else None,
+                    help="also FD-LeNet before/after to this reference (default: the MNIST test set; 'none' skips)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--assets", type=Path, default=None, help="build the asset pairs from the original files")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args(argv)
+    if args.fd_ref == "none":
+        args.fd_ref = None
     from gpmcli.api import resolve_device
 
     device = resolve_device(args.device)
@@ -193,7 +223,9 @@ def main(argv=None) -> int:
               f"{a['classes_over_2pct']}), mean max-prob {b['mean_max_prob']:.4f} -> {a['mean_max_prob']:.4f}, "
               f"max-prob>0.9 {b['frac_max_prob_gt_0.9']:.3f} -> {a['frac_max_prob_gt_0.9']:.3f}, mean d "
               f"{r['mean_d_before']:.3f} -> {r['mean_d_after']:.3f}"
-              + (f", acceptance {r['acceptance_rate']:.3f}" if args.mala else "") + f" ({r['seconds']:.1f}s)")
+              + (f", acceptance {r['acceptance_rate']:.3f}" if "acceptance_rate" in r else "")
+              + (f", FD-LeNet {b['fd_lenet']} -> {a['fd_lenet']}" if "fd_lenet" in b else "")
+              + f" ({r['seconds']:.1f}s)")
         print(f"  histogram before {b['class_histogram']}\n  histogram after  {a['class_histogram']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -239,11 +239,19 @@ class SubVPSDE(VPSDE):
 SDE_NAMES = ("ve", "vp", "subvp")
 
 
+def ve_sigma_max_of(den) -> float:
+    """The VE samplers' default top level: 50 clipped to the denoiser's trained range, or the analytic target's own
+    (scaled with its extent, :class:`gpmcli.fields.toy.GaussianMixture`)."""
+    own = getattr(den, "ve_sigma_max", None)
+    return float(own) if own else min(50.0, getattr(den, "sigma_max", 50.0))
+
+
 def make_sde(name: str, n: int, den: Denoiser | None = None, *, sigma_min: float | None = None,
              sigma_max: float | None = None, config: dict | None = None) -> SDE:
     """The SDE ``name`` with N levels. VE takes its sigma range from the flags, else from the network's trained range
     when its parameterization says it is a VE network (``"sde": "ve"``, e.g. a converted ScoreSdeVe model), else from
-    [0.01, 50] clipped to the denoiser's trained range. VP/sub-VP take beta_min/beta_max from a linear DDPM schedule in the score config when
+    [0.01, 50] clipped to the denoiser's trained range (an analytic target scales the 50 with its extent). VP/sub-VP
+    take beta_min/beta_max from a linear DDPM schedule in the score config when
     there is one (score_sde convention: b0 = N_train beta_start, b1 = N_train beta_end), else (0.1, 20)."""
     if name == "ve":
         if ((config or {}).get("parameterization") or {}).get("sde") == "ve":  # a VE network: its own trained range
@@ -251,7 +259,7 @@ def make_sde(name: str, n: int, den: Denoiser | None = None, *, sigma_min: float
             hi = sigma_max if sigma_max is not None else getattr(den, "sigma_max", 50.0)
             return VESDE(lo, hi, n)
         lo = sigma_min if sigma_min is not None else max(0.01, getattr(den, "sigma_min", 0.01))
-        hi = sigma_max if sigma_max is not None else min(50.0, getattr(den, "sigma_max", 50.0))
+        hi = sigma_max if sigma_max is not None else ve_sigma_max_of(den)
         return VESDE(lo, hi, n)
     if name in ("vp", "subvp"):
         b0, b1 = 0.1, 20.0

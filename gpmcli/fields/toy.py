@@ -4,10 +4,14 @@
 ``D = sum_k r_k(x) (mu_k + Sigma_k (Sigma_k + sigma^2 I)^{-1} (x - mu_k))`` with ``r_k`` the posterior weights.
 Computations run in float64 and return the input dtype.
 
-Built-in names (``toy:NAME``): ``pentagon`` (GPM: 5 modes on a circle of radius 3, std 0.5), ``8gaussians`` (radius 2,
+Built-in names (``toy:NAME``): ``pentagon`` (GPM: 5 modes on a circle of radius 3, std 0.5, one at (3, 0)), ``8gaussians`` (radius 2,
 std 0.1), ``25gaussians`` (5x5 grid with spacing 2 centred on 0, std 0.1), ``gaussian`` (2-D, mean (1, -0.5),
 covariance [[1, 0.6], [0.6, 0.5]]). ``toy:PATH.json`` reads ``{"weights": [...], "means": [[...]], "covs": [...]}``;
 a cov may be a full matrix, a per-dimension variance list or a scalar variance.
+
+``sigma_max`` is EDM's 80, or 10x the target's extent (largest mode norm + its largest std) when that is larger, so
+that the samplers' prior N(0, sigma_max^2 I) stays close to the noised target (the VE samplers' default top, 50,
+scales by the same factor).
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ import torch
 
 from gpmcli.errors import UsageError
 from gpmcli.fields.base import Denoiser
+
+
+SIGMA_MAX_PER_SPREAD = 10.0
 
 
 class GaussianMixture(Denoiser):
@@ -51,7 +58,14 @@ class GaussianMixture(Denoiser):
         self.register_buffer("covs", cov)
         self.register_buffer("evals", evals.clamp_min(0))
         self.register_buffer("evecs", evecs)
-        self.sigma_min, self.sigma_max = 0.002, 80.0
+        # The samplers start from N(0, sigma_max^2 I), which matches the noised target only while the target's extent
+        # is small against sigma_max: a mode at distance r from the origin shifts the noised density by r / sigma_max
+        # standard deviations. EDM's 80 keeps that below 0.1 up to an extent of 8 (the pentagon's is 3.5); wider
+        # targets get sigma_max = 10 x their extent (largest |mu_k| + sqrt of the largest covariance eigenvalue).
+        self.spread = float((mu.norm(dim=1) + self.evals.max(-1).values.sqrt()).max())
+        self.sigma_min, self.sigma_max = 0.002, max(80.0, SIGMA_MAX_PER_SPREAD * self.spread)
+        # the VE samplers' default top level (score_sde's 50 for EDM's 80), scaled the same way
+        self.ve_sigma_max = 50.0 * self.sigma_max / 80.0
         self.sigma_data = float(math.sqrt((self.second_moment()).clamp_min(1e-12)))
 
     @property
@@ -129,7 +143,7 @@ def _circle(k: int, radius: float, std: float, phase: float = 0.0) -> GaussianMi
 
 def _builtin(name: str) -> GaussianMixture:
     if name == "pentagon":
-        gm = _circle(5, 3.0, 0.5, phase=math.pi / 2)
+        gm = _circle(5, 3.0, 0.5)  # GPM's orientation: a vertex at (3, 0)
     elif name == "8gaussians":
         gm = _circle(8, 2.0, 0.1)
     elif name == "25gaussians":

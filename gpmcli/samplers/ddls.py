@@ -7,10 +7,18 @@ Langevin dynamics in a GAN's latent space on ``E(z) = 1/2 |z|^2 - d(G(z))``:
 ``T = 1``, which run.json reports. ``--mala`` adds a Metropolis-Hastings accept/reject (exact ``exp(-E)`` for any step
 size) and reports the acceptance rate. Diagnostics at 10 points of the chain: mean ``d(G(z))``, mean ``|z|^2``, mean
 ``|grad E|``.
+
+Calibration check: DDLS targets the data only when ``d = log q/p_g`` for this generator, and then
+``E_{z ~ N(0, I)} exp(d(G(z))) = 1``. The chain's starting latents are exactly such draws, so every batch reports
+``log_mean_exp_d_start`` (log of the mean of ``exp d`` over its starting points) at no extra cost; when it lies outside
+``[-log 20, log 20]`` on a batch of at least 16 samples, the sampler warns once (one line) that the discriminator is
+visibly uncalibrated (e.g. a raw GAN discriminator whose logit on the generator's own samples is about -12, or a WGAN
+critic whose scores are offset) and names the command that calibrates it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -22,6 +30,17 @@ from gpmcli.fields.latent import GeneratorMap, LatentEnergy, latent_shape_of, ra
 from gpmcli.noise import BatchNoise
 from gpmcli.samplers import SampleResult, SamplerSpec, param, register_kind
 from gpmcli.samplers.integrate import em_step
+
+log = logging.getLogger("gpm")
+
+CALIBRATION_LIMIT = math.log(20.0)  # |log mean exp d(G(z))| above this: visibly uncalibrated
+CALIBRATION_MIN_BATCH = 16
+
+
+def log_mean_exp(d: torch.Tensor) -> float:
+    """``log mean exp d`` (float64, stable)."""
+    d = d.double().reshape(-1)
+    return float(torch.logsumexp(d, 0) - math.log(d.numel()))
 
 
 def _sqnorm(t: torch.Tensor) -> torch.Tensor:
@@ -35,6 +54,20 @@ class DDLSSampler:
         self.latent_shape = energy.generator.latent_shape
         self.data_shape, self.data_range, self.resolved = energy.generator.data_shape, data_range, resolved
         self.n_reports = n_reports
+        self.warned = False
+        self.generator_ref, self.discriminator_ref = "GENERATOR", "DISCRIMINATOR"
+
+    def check_calibration(self, d0: torch.Tensor) -> float:
+        """``log mean exp d`` over the starting points (generator samples); warns once when it is far from 0."""
+        lme = log_mean_exp(d0)
+        if not self.warned and d0.numel() >= CALIBRATION_MIN_BATCH and abs(lme) > CALIBRATION_LIMIT:
+            self.warned = True
+            log.warning(f"warning: the discriminator is not calibrated for this generator (log mean exp d(G(z)) = "
+                        f"{lme:.1f} on {d0.numel()} of its samples, mean d {float(d0.mean()):.1f}; a log density "
+                        "ratio gives about 0), so DDLS will seek modes; calibrate it with gpm train discriminator "
+                        f"--for ddls --generator {self.generator_ref} --init {self.discriminator_ref} --train last "
+                        "--data DATA -o DIR")
+        return lme
 
     def __call__(self, noise: BatchNoise, *, trajectory: bool = False) -> SampleResult:
         eps, n = self.step, self.n_steps
@@ -45,6 +78,7 @@ class DDLSSampler:
             z = noise.randn(*self.latent_shape)
             e, g, d = self.energy.energy_grad(z)
             d0 = d
+            lme0 = self.check_calibration(d0)
             accepted = torch.zeros(z.shape[0], device=z.device)
             if trajectory:
                 frames.append(self.energy.generator(z))
@@ -71,7 +105,7 @@ class DDLSSampler:
                 if trajectory and (i % frame_every == frame_every - 1 or i == n - 1):
                     frames.append(self.energy.generator(z))
             x = self.energy.generator(z)
-            diag = {"mean_d_start": float(d0.mean()), "mean_d_end": float(d.mean())}
+            diag = {"mean_d_start": float(d0.mean()), "mean_d_end": float(d.mean()), "log_mean_exp_d_start": lme0}
             if rows:
                 table = torch.stack(rows).tolist()
                 diag["every"] = [{"step": int(r[0]), "mean_d": r[1], "mean_z2": r[2], "mean_grad_norm": r[3]}
@@ -99,7 +133,14 @@ def build(bundle: Bundle, params: dict) -> DDLSSampler:
                     energy="E(z) = 1/2 |z|^2 - d(G(z))", d=f"realness of a {disc_c.config.get('output', 'logit')} "
                     "discriminator (pre-sigmoid logit or raw critic score)", latent_shape=list(lat),
                     generator_to_discriminator_range=list(to_disc) if to_disc else None)
-    return DDLSSampler(energy, step=eps, n_steps=steps, mala=mala, data_range=gen_c.data_range, resolved=resolved)
+    sampler = DDLSSampler(energy, step=eps, n_steps=steps, mala=mala, data_range=gen_c.data_range, resolved=resolved)
+    from pathlib import Path
+
+    def shown(c):  # a reference the command line takes: the component's path, else the bundle it came from
+        return c.ref if c.ref and Path(c.ref).exists() else (bundle.name or c.ref)
+
+    sampler.generator_ref, sampler.discriminator_ref = shown(gen_c), shown(disc_c)
+    return sampler
 
 
 register_kind(SamplerSpec("ddls", ("generator", "discriminator"), build,

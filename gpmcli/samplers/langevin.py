@@ -17,6 +17,7 @@ from gpmcli.errors import UsageError
 from gpmcli.fields.base import Bundle
 from gpmcli.noise import BatchNoise
 from gpmcli.samplers import SampleResult, SamplerSpec, param, register_kind
+from gpmcli.fields.sde import ve_sigma_max_of
 from gpmcli.samplers.integrate import em_step
 from gpmcli.samplers.scorekit import Frames, PhaseTimer, ScoreSamplerBase, check_positive
 
@@ -28,7 +29,7 @@ class AnnealedLangevin(ScoreSamplerBase):
         self.levels = int(check_positive("steps", param(params, "steps", 100, r)))
         self.n_each = int(check_positive("corrector-steps", param(params, "corrector_steps", 5, r)))
         smin = float(check_positive("sigma-min", param(params, "sigma_min", max(0.01, self.den.sigma_min), r)))
-        smax = float(check_positive("sigma-max", param(params, "sigma_max", min(50.0, self.den.sigma_max), r)))
+        smax = float(check_positive("sigma-max", param(params, "sigma_max", ve_sigma_max_of(self.den), r)))
         if smin >= smax:
             raise UsageError(f"--sigma-min ({smin}) must be below --sigma-max ({smax})")
         self.step_lr = float(check_positive("step-lr", param(params, "step_lr", 2e-5, r)))
