@@ -355,7 +355,7 @@ def main() -> None:
     report["ratios"] = ratios = _ratios(sec)
     _section("every ratio of this run")
     for k, v in ratios.items():
-        print(f"  {k:<58} {v:8.3f}")
+        print(f"  {k:<62} {v:10.4g}")
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     report["load_end"] = [round(v, 2) for v in load]
     if args.json:
