@@ -1,6 +1,6 @@
 """The benchmark suite: one command, every ratio measured in the same run.
 
-    python benchmarks/run.py [--quick] [--device cpu|cuda] [--threads T] [--only SECTION,...]
+    python benchmarks/run.py [--quick] [--device cpu|cuda] [--threads T] [--only SECTION,...] [--json OUT.json]
 
 Sections (each case runs in a fresh worker process, so peak memory and compile caches are its own):
 
@@ -12,6 +12,10 @@ Sections (each case runs in a fresh worker process, so peak memory and compile c
 - ``processes``  ``gpm sample`` in 1 process (T threads) vs ``accelerate launch`` 2 processes (T/2 threads each):
                  whole command and sampling phase (from run.json)
 - peak memory of every worker: ru_maxrss on CPU, torch.cuda.max_memory_allocated on CUDA
+
+Every ratio is printed again at the end and written, with the raw times, the machine and the load average, as JSON
+(``--json``, default runs/benchmarks.json). ``--quick``: small UNet, 50 images and one ABAB round for the FID pass, a
+d = 512 Fréchet step.
 
 The network is a random-init diffusers UNet2DModel (3x32x32, channels 32/64; ``--quick``: 1x16x16, 16/32) read as an
 eps field on the DDPM linear schedule. Timings on a shared machine drift; the script prints the load average.
@@ -166,14 +170,20 @@ def _section(title: str) -> None:
     print(f"\n## {title}", flush=True)
 
 
-def _passthrough(cmd: list[str], threads: int) -> None:
+def _passthrough(cmd: list[str], threads: int) -> dict:
+    """Run a benchmark script with ``--json``; print its output indented and return its JSON figures."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS=str(threads))
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    out = r.stdout.strip() or r.stderr.strip()[-2000:]
-    print("\n".join("    " + ln for ln in out.splitlines()), flush=True)
+    with tempfile.TemporaryDirectory(prefix="gpm-bench-") as tmp:
+        out_json = Path(tmp) / "out.json"
+        r = subprocess.run(cmd + ["--json", str(out_json)], env=env, capture_output=True, text=True)
+        out = r.stdout.strip() or r.stderr.strip()[-2000:]
+        print("\n".join("    " + ln for ln in out.splitlines()), flush=True)
+        if r.returncode != 0 or not out_json.is_file():
+            return {"error": (r.stderr.strip().splitlines() or ["?"])[-1]}
+        return json.loads(out_json.read_text())
 
 
-def _processes(args, tmp: Path) -> None:
+def _processes(args, tmp: Path) -> dict:
     """gpm sample in 1 process vs accelerate launch with 2 (same files; sampling phase from run.json)."""
     import shutil
 
@@ -206,7 +216,7 @@ def _processes(args, tmp: Path) -> None:
         wall = time.perf_counter() - t0
         if r.returncode != 0:
             print(f"  {label}: failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
-            return
+            return {"error": f"{label} failed"}
         out = tmp / {"1 process": "p1", "1 process ": "p1b"}.get(label, "p2")
         run = json.loads((out / "run.json").read_text())
         results[label] = (wall, run["wall_seconds"]["sample"], threads)
@@ -221,6 +231,39 @@ def _processes(args, tmp: Path) -> None:
     print(f"  speed-up of {procs} processes x {per} thread(s) over 1 process x {args.threads} threads: sampling phase "
           f"x{s1 / s2:.2f}, whole command x{w1 / w2:.2f}; over 1 process x {per} thread(s): sampling phase "
           f"x{s1b / s2:.2f}, whole command x{w1b / w2:.2f}; max |difference| of the samples {np.abs(a - b).max():.1e}")
+    return {"processes": procs, "threads_1p": args.threads, "threads_each": per, "n": n,
+            "one_process": {"whole_s": w1, "sample_s": s1}, "one_process_same_threads": {"whole_s": w1b, "sample_s": s1b},
+            "n_processes": {"whole_s": w2, "sample_s": s2}, "speedup_sample": s1 / s2, "speedup_sample_same_threads":
+            s1b / s2, "max_abs_difference": float(np.abs(a - b).max())}
+
+
+def _ratios(sec: dict) -> dict:
+    """The headline ratios of the sections that ran (all 'higher is better' except the overheads and gpm/diffusers)."""
+    out = {}
+    for row in sec.get("overhead", {}).get("kinds", []):
+        out[f"sampler overhead in-run: {row['kind']} {row['setting']}"] = row["overhead_in_run"]
+    fid = sec.get("fid", {})
+    if "speedup" in fid:
+        out["FID stats speed-up gpm vs pytorch-fid (images/s)"] = fid["speedup"]
+        out["FID stats max |mu diff| gpm vs pytorch-fid"] = fid["agreement"]["max_abs_mu"]
+        out["FID stats max |sigma diff| gpm vs pytorch-fid"] = fid["agreement"]["max_abs_sigma"]
+    if "frechet" in fid:
+        out[f"Frechet step speed-up gpm vs scipy sqrtm (d={fid['frechet']['d']})"] = fid["frechet"]["speedup"]
+    d = sec.get("diffusers", {})
+    if "gpm_s" in d:
+        out["gpm ancestral time / diffusers DDPMPipeline time"] = d["gpm_s"] / d["diffusers_s"]
+    for name in ("bf16", "fp16"):
+        r = sec.get(f"precision_{name}", {})
+        if "steady_s" in r:
+            out[f"{name} speed-up over fp32 (steady batch)"] = r["base_steady_s"] / r["steady_s"]
+    c = sec.get("compile", {})
+    if "steady_s" in c:
+        out["torch.compile speed-up over eager (steady batch)"] = c["base_steady_s"] / c["steady_s"]
+    p = sec.get("processes", {})
+    if "speedup_sample" in p:
+        out["N processes vs 1 process, sampling phase (same total threads)"] = p["speedup_sample"]
+        out["N processes vs 1 process, sampling phase (same threads each)"] = p["speedup_sample_same_threads"]
+    return out
 
 
 def main() -> None:
@@ -233,6 +276,7 @@ def main() -> None:
     ap.add_argument("--edm-steps", type=int, default=None)
     ap.add_argument("--ddpm-steps", type=int, default=None)
     ap.add_argument("--only", default=None, help="comma-separated sections")
+    ap.add_argument("--json", default=str(ROOT / "runs" / "benchmarks.json"), help="where to write the figures")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.batch = args.batch or (16 if args.quick else 64)
@@ -254,19 +298,25 @@ def main() -> None:
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"# UNet {'1x16x16 (16/32)' if args.quick else '3x32x32 (32/64)'}, batch {args.batch}, best of "
           f"{args.repeats}", flush=True)
+    report: dict = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "device": args.device, "device_name": dev_name,
+                    "cpu_count": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
+                    "quick": args.quick, "load_start": [round(v, 2) for v in load], "sections": {}}
+    sec = report["sections"]
 
     if "overhead" in sections:
         _section("sampler overhead over bare network evaluations (benchmarks/samplers.py)")
-        _passthrough([sys.executable, str(ROOT / "benchmarks" / "samplers.py"), "--batch", str(args.batch),
-                      "--device", args.device, "--threads", str(args.threads), "--repeats", str(args.repeats + 1)],
-                     args.threads)
+        sec["overhead"] = _passthrough([sys.executable, str(ROOT / "benchmarks" / "samplers.py"), "--batch",
+                                        str(args.batch), "--device", args.device, "--threads", str(args.threads),
+                                        "--repeats", str(args.repeats + 1)], args.threads)
     if "fid" in sections:
         _section("FID (benchmarks/fid.py)")
-        _passthrough([sys.executable, str(ROOT / "benchmarks" / "fid.py"), "--threads", str(args.threads),
-                      "--n", "200" if args.quick else "2000", "--repeat", "1" if args.quick else "3"], args.threads)
+        quick = ["--n", "50", "--rounds", "1", "--repeat", "1", "--frechet-dim", "512"]
+        sec["fid"] = _passthrough([sys.executable, str(ROOT / "benchmarks" / "fid.py"), "--threads", str(args.threads),
+                                   *(quick if args.quick else ["--n", "2000", "--rounds", "2", "--stages"])],
+                                  args.threads)
     if "diffusers" in sections:
         _section(f"gpm ancestral vs diffusers DDPMPipeline, same UNet, {args.ddpm_steps} steps (equal NFE)")
-        r = _run_worker("diffusers", args, args.threads)
+        r = sec["diffusers"] = _run_worker("diffusers", args, args.threads)
         if "error" in r:
             print(f"  failed: {r['error']}")
         else:
@@ -274,13 +324,13 @@ def main() -> None:
                   f"(NFE {r['diffusers_nfe']}): gpm / diffusers time = {r['gpm_s'] / r['diffusers_s']:.2f}; "
                   f"{_mem(r)}")
     if sections & {"precision", "compile"}:
-        base = _run_worker("numerics:fp32:eager", args, args.threads)
+        base = sec["fp32_eager"] = _run_worker("numerics:fp32:eager", args, args.threads)
     if "precision" in sections:
         _section(f"network precision vs fp32 (EDM {args.edm_steps} steps, steady-state batch; fp32 batches "
                  "alternate with the variant's in the same worker)")
         print(f"  fp32 alone: {_mem(base)}")
         for name in ["bf16"] + (["fp16"] if args.device.startswith("cuda") else []):
-            r = _run_worker(f"numerics:{name}:eager", args, args.threads)
+            r = sec[f"precision_{name}"] = _run_worker(f"numerics:{name}:eager", args, args.threads)
             if "error" in r:
                 print(f"  {name}: failed: {r['error']}")
                 continue
@@ -288,7 +338,7 @@ def main() -> None:
                   f"x{r['base_steady_s'] / r['steady_s']:.2f}; {_mem(r)}")
     if "compile" in sections:
         _section(f"torch.compile (inductor, fixed batch {args.batch}) vs eager, fp32")
-        r = _run_worker("numerics:fp32:compile", args, args.threads)
+        r = sec["compile"] = _run_worker("numerics:fp32:compile", args, args.threads)
         if "error" in r:
             print(f"  compile: failed: {r['error']}")
         else:
@@ -301,8 +351,17 @@ def main() -> None:
     if "processes" in sections:
         _section("processes: gpm sample, 1 process vs accelerate launch --num_processes 2 (CPU: gloo)")
         with tempfile.TemporaryDirectory(prefix="gpm-bench-") as tmp:
-            _processes(args, Path(tmp))
+            sec["processes"] = _processes(args, Path(tmp))
+    report["ratios"] = ratios = _ratios(sec)
+    _section("every ratio of this run")
+    for k, v in ratios.items():
+        print(f"  {k:<62} {v:10.4g}")
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    report["load_end"] = [round(v, 2) for v in load]
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=1))
+        print(f"# figures written to {args.json}")
     print(f"\n# done {time.strftime('%H:%M')}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 

@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=5, help="network timings (median)")
     ap.add_argument("--rounds", type=int, default=3, help="timed sampler runs per kind, alternated with replays (min)")
+    ap.add_argument("--json", default=None, help="write the figures of this run to this file")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -87,6 +88,7 @@ def main() -> None:
         ("ode", {"sde": "vp", "rtol": 1e-3, "atol": 1e-3}, "RK45, tol 1e-3"),
         ("langevin", {"steps": 10, "corrector_steps": 3}, "10 levels x 3"),
     ]
+    rows: list[dict] = []
     print(f"{'kind':<10} {'setting':<36} {'NFE':>5} {'wall s':>8} {'NFE x net':>10} {'replay s':>9} {'overhead':>9} {'in-run':>9}")
     for kind, params, label in cases:
         sampler = get_kind(kind).build(bundle, dict(params))
@@ -138,6 +140,8 @@ def main() -> None:
         assert len(calls) == res.nfe, (kind, len(calls), res.nfe)
         print(f"{kind:<10} {label:<36} {res.nfe:>5} {wall:>8.2f} {res.nfe * t_net:>10.2f} {r:>9.2f} {wall / r:>9.3f} "
               f"{statistics.median(in_run):>9.3f}")
+        rows.append({"kind": kind, "setting": label, "nfe": res.nfe, "wall_s": wall, "replay_s": r,
+                     "overhead_replay": wall / r, "overhead_in_run": statistics.median(in_run)})
 
     t_after = time_net()
     print(f"UNet evaluation re-timed after the runs: {t_after * 1e3:.1f} ms (drift {t_after / t_net - 1:+.1%}; on a "
@@ -153,6 +157,11 @@ def main() -> None:
     x64 = s(BatchNoise(0, range(2000))).x
     print(f"EDM 18 steps on toy:pentagon, 2000 samples: max |float32 - float64| = "
           f"{(x32.double() - x64.double()).abs().max().item():.2e} (data scale ~3)")
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps({"batch": b, "network_ms": t_net * 1e3, "network_ms_after": t_after * 1e3,
+                                               "kinds": rows}, indent=1))
 
 
 if __name__ == "__main__":

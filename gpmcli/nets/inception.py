@@ -45,7 +45,7 @@ class ConvBN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused_weight is not None:
             c = self.conv
-            return F.relu(F.conv2d(x, self.fused_weight, self.fused_bias, c.stride, c.padding))
+            return F.relu(F.conv2d(x, self.fused_weight, self.fused_bias, c.stride, c.padding), inplace=True)
         return F.relu(self.bn(self.conv(x)))
 
 
@@ -53,9 +53,52 @@ def _avg3(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
 
 
-class BlockA(nn.Module):
+class _Heads(nn.Module):
+    """Mixin for the blocks whose 1x1 branch heads read the same input: after :meth:`fuse_heads` they run as ONE
+    convolution (the folded weights stacked along the output channels) and the pieces are split off its output.
+
+    With ``pool_head`` the last head is the pool branch's 1x1 convolution, which is moved in front of the 3x3 average
+    pool: both are linear and the pool's weights (zero padding not counted) sum to one per output pixel, so
+    ``avg(conv(x) + b) == conv(avg(x)) + b`` up to float rounding, and the pool then runs on that branch's few output
+    channels instead of on every input channel.
+    """
+
+    head_names: tuple[str, ...] = ()
+    pool_head = False
+
+    def _init_heads(self) -> None:
+        self.register_buffer("heads_weight", None, persistent=False)
+        self.register_buffer("heads_bias", None, persistent=False)
+        self.head_sizes: list[int] = []
+
+    @torch.no_grad()
+    def fuse_heads(self) -> None:
+        convs = [getattr(self, n) for n in self.head_names]
+        if any(c.fused_weight is None for c in convs):
+            raise RuntimeError("fuse the ConvBN layers before their heads")
+        self.heads_weight = torch.cat([c.fused_weight for c in convs])
+        self.heads_bias = torch.cat([c.fused_bias for c in convs])
+        self.head_sizes = [c.fused_weight.shape[0] for c in convs]
+
+    def unfuse_heads(self) -> None:
+        self.heads_weight = self.heads_bias = None
+
+    def heads(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The ReLU'd outputs of the heads (the pool head already pooled), in ``head_names`` order."""
+        y = F.conv2d(x, self.heads_weight, self.heads_bias).split(self.head_sizes, 1)
+        out = [F.relu(t, inplace=True) for t in (y[:-1] if self.pool_head else y)]
+        if self.pool_head:
+            out.append(F.relu(_avg3(y[-1]), inplace=True))
+        return out
+
+
+class BlockA(_Heads):
+    head_names = ("branch1x1", "branch5x5_1", "branch3x3dbl_1", "branch_pool")
+    pool_head = True
+
     def __init__(self, cin: int, pool_features: int):
         super().__init__()
+        self._init_heads()
         self.branch1x1 = ConvBN(cin, 64, 1)
         self.branch5x5_1 = ConvBN(cin, 48, 1)
         self.branch5x5_2 = ConvBN(48, 64, 5, padding=2)
@@ -65,6 +108,9 @@ class BlockA(nn.Module):
         self.branch_pool = ConvBN(cin, pool_features, 1)
 
     def forward(self, x):
+        if self.heads_weight is not None:
+            a, b, c, d = self.heads(x)
+            return torch.cat([a, self.branch5x5_2(b), self.branch3x3dbl_3(self.branch3x3dbl_2(c)), d], 1)
         a = self.branch1x1(x)
         b = self.branch5x5_2(self.branch5x5_1(x))
         c = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
@@ -88,11 +134,15 @@ class BlockB(nn.Module):
         return torch.cat([a, b, F.max_pool2d(x, 3, stride=2)], 1)
 
 
-class BlockC(nn.Module):
+class BlockC(_Heads):
     """Factorised 7x7 convolutions."""
+
+    head_names = ("branch1x1", "branch7x7_1", "branch7x7dbl_1", "branch_pool")
+    pool_head = True
 
     def __init__(self, cin: int, c7: int):
         super().__init__()
+        self._init_heads()
         self.branch1x1 = ConvBN(cin, 192, 1)
         self.branch7x7_1 = ConvBN(cin, c7, 1)
         self.branch7x7_2 = ConvBN(c7, c7, (1, 7), padding=(0, 3))
@@ -105,6 +155,12 @@ class BlockC(nn.Module):
         self.branch_pool = ConvBN(cin, 192, 1)
 
     def forward(self, x):
+        if self.heads_weight is not None:
+            a, b, c, d = self.heads(x)
+            b = self.branch7x7_3(self.branch7x7_2(b))
+            for m in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
+                c = m(c)
+            return torch.cat([a, b, c, d], 1)
         a = self.branch1x1(x)
         b = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
         c = x
@@ -115,11 +171,14 @@ class BlockC(nn.Module):
         return torch.cat([a, b, c, d], 1)
 
 
-class BlockD(nn.Module):
+class BlockD(_Heads):
     """Grid reduction 17 -> 8."""
+
+    head_names = ("branch3x3_1", "branch7x7x3_1")
 
     def __init__(self, cin: int):
         super().__init__()
+        self._init_heads()
         self.branch3x3_1 = ConvBN(cin, 192, 1)
         self.branch3x3_2 = ConvBN(192, 320, 3, stride=2)
         self.branch7x7x3_1 = ConvBN(cin, 192, 1)
@@ -128,17 +187,26 @@ class BlockD(nn.Module):
         self.branch7x7x3_4 = ConvBN(192, 192, 3, stride=2)
 
     def forward(self, x):
+        if self.heads_weight is not None:
+            a, b = self.heads(x)
+            a = self.branch3x3_2(a)
+            b = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(b)))
+            return torch.cat([a, b, F.max_pool2d(x, 3, stride=2)], 1)
         a = self.branch3x3_2(self.branch3x3_1(x))
         b = self.branch7x7x3_4(self.branch7x7x3_3(self.branch7x7x3_2(self.branch7x7x3_1(x))))
         return torch.cat([a, b, F.max_pool2d(x, 3, stride=2)], 1)
 
 
-class BlockE(nn.Module):
+class BlockE(_Heads):
     """Expanded filter bank; ``max_pool`` selects the last block's pool branch (the FID graph's quirk)."""
 
     def __init__(self, cin: int, max_pool: bool):
         super().__init__()
+        self._init_heads()
         self.max_pool = max_pool
+        # a max pool does not commute with the convolution: then the pool branch stays on its own
+        self.pool_head = not max_pool
+        self.head_names = ("branch1x1", "branch3x3_1", "branch3x3dbl_1") + (() if max_pool else ("branch_pool",))
         self.branch1x1 = ConvBN(cin, 320, 1)
         self.branch3x3_1 = ConvBN(cin, 384, 1)
         self.branch3x3_2a = ConvBN(384, 384, (1, 3), padding=(0, 1))
@@ -150,6 +218,13 @@ class BlockE(nn.Module):
         self.branch_pool = ConvBN(cin, 192, 1)
 
     def forward(self, x):
+        if self.heads_weight is not None:
+            a, b, c, *d = self.heads(x)
+            b = torch.cat([self.branch3x3_2a(b), self.branch3x3_2b(b)], 1)
+            c = self.branch3x3dbl_2(c)
+            c = torch.cat([self.branch3x3dbl_3a(c), self.branch3x3dbl_3b(c)], 1)
+            d = d[0] if d else self.branch_pool(F.max_pool2d(x, 3, stride=1, padding=1))
+            return torch.cat([a, b, c, d], 1)
         a = self.branch1x1(x)
         b = self.branch3x3_1(x)
         b = torch.cat([self.branch3x3_2a(b), self.branch3x3_2b(b)], 1)
@@ -199,10 +274,14 @@ class InceptionV3FID(nn.Module):
         return x.mean(dim=(2, 3))
 
     def fuse(self) -> "InceptionV3FID":
-        """Fold every batch norm into its convolution (inference only; features change by float rounding)."""
+        """Fold every batch norm into its convolution and merge the 1x1 heads of each block into one convolution
+        (inference only; features change by float rounding)."""
         for m in self.modules():
             if isinstance(m, ConvBN):
                 m.fuse()
+        for m in self.modules():
+            if isinstance(m, _Heads):
+                m.fuse_heads()
         return self
 
     def load_fid_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -227,3 +306,5 @@ class InceptionV3FID(nn.Module):
         for m in self.modules():
             if isinstance(m, ConvBN):
                 m.unfuse()
+            elif isinstance(m, _Heads):
+                m.unfuse_heads()
