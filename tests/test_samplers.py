@@ -1,7 +1,9 @@
 """Score-based samplers on exact Gaussian-mixture targets (ALGORITHMS.md section 3).
 
-Conformance: sliced Wasserstein (SW2, 128 projections) between N = 2,000 samples and N fresh exact target samples must be
-<= 1.5x the mean SW2 between independent exact sample sets of the same size (3 pairs). Targets: the 2-D pentagon and a
+Conformance: sliced Wasserstein (SW2, 128 projections) between N = 2,000 samples and fresh exact target samples (the mean
+over 3 fresh sets of N) must be <= 1.5x the mean SW2 between independent exact sample sets of the same size (3 pairs).
+Against a single fresh set the statistic is too noisy: exact samples themselves then reach 1.63x the floor in 1 of 10
+seeds on the pentagon; against the mean of 3 they stay within 0.82-1.28x. Targets: the 2-D pentagon and a
 16-D, 4-component mixture with unequal weights and variances.
 """
 
@@ -71,6 +73,12 @@ def baselines():
     return out
 
 
+def sw_to_exact(x, gm) -> float:
+    """Mean SW2 of ``x`` to 3 fresh exact sample sets of the same size (fixed seeds and projections)."""
+    return float(np.mean([sliced_wasserstein(x, gm.sample(x.shape[0], torch.Generator().manual_seed(99 - j)), N_PROJ,
+                                             torch.Generator().manual_seed(7 + j)) for j in range(3)]))
+
+
 @pytest.mark.parametrize("target,kind,params", [(t, k, p) for t, cs in CASES.items() for k, p in cs],
                          ids=lambda v: v if isinstance(v, str) else ",".join(f"{a}={b}" for a, b in v.items()) or "defaults")
 def test_conformance(baselines, target, kind, params):
@@ -78,8 +86,7 @@ def test_conformance(baselines, target, kind, params):
     sampler = get_kind(kind).build(_bundle(gm), dict(params))
     res = sampler(BatchNoise(123, range(N)))
     assert res.x.shape == (N, gm.dim) and res.x.dtype == torch.float32
-    fresh = gm.sample(N, torch.Generator().manual_seed(99))
-    sw = sliced_wasserstein(res.x, fresh, N_PROJ, torch.Generator().manual_seed(7))
+    sw = sw_to_exact(res.x, gm)
     assert sw <= 1.5 * base, f"{kind} {params}: SW {sw:.4f} vs exact-vs-exact {base:.4f}"
     assert res.nfe > 0
 
@@ -87,12 +94,11 @@ def test_conformance(baselines, target, kind, params):
 def test_conformance_detects_a_wrong_sampler(baselines):
     """The criterion has teeth: EDM with 3 steps, or the right sampler on the wrong target, fails it."""
     gm, base = baselines["pentagon"]
-    fresh = gm.sample(N, torch.Generator().manual_seed(99))
     res = get_kind("edm").build(_bundle(gm), {"steps": 3})(BatchNoise(123, range(N)))
-    assert sliced_wasserstein(res.x, fresh, N_PROJ, torch.Generator().manual_seed(7)) > 1.5 * base
+    assert sw_to_exact(res.x, gm) > 1.5 * base
     wrong = GaussianMixture(gm.weights, gm.means * 1.1, gm.covs)
     res = get_kind("edm").build(_bundle(wrong), {})(BatchNoise(123, range(N)))
-    assert sliced_wasserstein(res.x, fresh, N_PROJ, torch.Generator().manual_seed(7)) > 1.5 * base
+    assert sw_to_exact(res.x, gm) > 1.5 * base
 
 
 def test_nfe_accounting():
@@ -198,8 +204,7 @@ def test_churn_changes_samples_but_not_distribution(baselines):
     churned = get_kind("edm").build(b, {"churn": 40.0, "s_min": 0.05, "s_max": 50.0, "s_noise": 1.003, "steps": 40})
     x = churned(BatchNoise(5, range(N))).x
     assert (x - plain).abs().mean() > 0.05
-    fresh = gm.sample(N, torch.Generator().manual_seed(99))
-    assert sliced_wasserstein(x, fresh, N_PROJ, torch.Generator().manual_seed(7)) <= 1.5 * base
+    assert sw_to_exact(x, gm) <= 1.5 * base
 
 
 def _mode_spread(x, gm):
