@@ -202,7 +202,7 @@ register_role(RoleSpec("discriminator:ddls", DDLSDiscTrainer,
     Opt("width", int, None, "MLP width (default 128) or DCGAN base channels (default 32), without --init"),
     Opt("depth", int, 3, "MLP hidden layers, without --init"),
     Opt("gp", float, 0.0, "zero-centred gradient penalty weight on real/fake interpolates"),
-    Opt("noise", float, 0.0, "std of Gaussian instance noise added to real and generated inputs (a smooth ratio when "
-        "the two are separable, e.g. quantised real pixels against continuous generator outputs)"),
+    Opt("noise", float, 0.0, "std of Gaussian instance noise added to real and generated inputs (smooths the ratio "
+        "of nearly separable pairs)"),
     Opt("beta1", float, 0.5, "Adam beta1 (beta2 is 0.999)"),
 ]))
