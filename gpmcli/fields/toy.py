@@ -64,9 +64,12 @@ class GaussianMixture(Denoiser):
         # targets get sigma_max = 10 x their extent (largest |mu_k| + sqrt of the largest covariance eigenvalue).
         self.spread = float((mu.norm(dim=1) + self.evals.max(-1).values.sqrt()).max())
         self.sigma_min, self.sigma_max = 0.002, max(80.0, SIGMA_MAX_PER_SPREAD * self.spread)
-        # the VE samplers' default top level (score_sde's 50 for EDM's 80), scaled the same way
-        self.ve_sigma_max = 50.0 * self.sigma_max / 80.0
         self.sigma_data = float(math.sqrt((self.second_moment()).clamp_min(1e-12)))
+
+    @property
+    def ve_sigma_max(self) -> float:
+        """The VE samplers' default top level: score_sde's 50 clipped to sigma_max, scaled like sigma_max above 80."""
+        return 50.0 * self.sigma_max / 80.0 if self.sigma_max > 80.0 else min(50.0, self.sigma_max)
 
     @property
     def dim(self) -> int:

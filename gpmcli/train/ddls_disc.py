@@ -14,12 +14,12 @@ Calibrating a pretrained pair (DRS, Azadi et al. 2019; MH-GAN, Turner et al. 201
 critic (its raw score becomes the logit), and ``--train last`` re-fits only the last layer with parameters (a logistic
 regression on the network's own penultimate features: convex, cheap, the body untouched), ``--train affine`` fits only
 a scale and an offset of the output (Platt scaling, as MH-GAN calibrates; folded into the last layer, so the checkpoint
-keeps the original architecture), ``--train all`` fine-tunes every weight. A network started from ``--init`` keeps its BatchNorm layers in eval mode (saved statistics), so the
-calibrated logit is a per-sample function as DDLS evaluates it. ``--data mnist`` (32x32, padded by 2) against a 28x28
-generator is cropped back to 28x28 (the exact inverse of the padding). ``--noise S`` adds N(0, S^2) instance noise to
-both sides: real MNIST backgrounds are exactly -1 while a tanh generator never reaches it, so a conv critic's features
-can separate the two perfectly and the logistic fit then diverges (logits of -7 on the generator's samples); on the
-noised pair the ratio is finite and smooth.
+keeps the original architecture), ``--train all`` fine-tunes every weight. A network started from ``--init`` keeps its
+BatchNorm layers in eval mode (saved statistics), so the calibrated logit is a per-sample function as DDLS evaluates
+it. ``--data mnist`` (32x32, padded by 2) against a 28x28 generator is cropped back to 28x28 (the exact inverse of the
+padding). ``--noise S`` adds N(0, S^2) instance noise to both sides, which smooths the ratio when real and generated
+samples are (nearly) separable; there the logistic fit diverges instead of calibrating (the WGAN-GP critic's
+features separate MNIST from its generator perfectly, with or without ``--noise 0.1``: use ``--train affine`` there).
 """
 
 from __future__ import annotations
@@ -202,7 +202,7 @@ register_role(RoleSpec("discriminator:ddls", DDLSDiscTrainer,
     Opt("width", int, None, "MLP width (default 128) or DCGAN base channels (default 32), without --init"),
     Opt("depth", int, 3, "MLP hidden layers, without --init"),
     Opt("gp", float, 0.0, "zero-centred gradient penalty weight on real/fake interpolates"),
-    Opt("noise", float, 0.0, "std of Gaussian instance noise added to real and generated inputs (a smooth ratio when "
-        "the two are separable, e.g. quantised real pixels against continuous generator outputs)"),
+    Opt("noise", float, 0.0, "std of Gaussian instance noise added to real and generated inputs (smooths the ratio "
+        "of nearly separable pairs)"),
     Opt("beta1", float, 0.5, "Adam beta1 (beta2 is 0.999)"),
 ]))
