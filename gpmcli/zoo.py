@@ -82,29 +82,16 @@ def _url_component(url: str, fmt: str, sha256: str | None, license: str | None, 
     """A file published at a plain URL (``url:https://...``): downloaded once (:mod:`gpmcli.fetch`), converted once,
     keyed by the file's sha256."""
     from gpmcli.checkpoint import sha256_file
-    from gpmcli.convert import convert
     from gpmcli.fetch import download_url
 
     src = download_url(url, sha256=sha256)
     digest = sha256_file(src)
     out = gpm_cache_dir() / "converted" / "url" / digest[:16] / fmt
-    if (out / "model.safetensors").is_file() and not force:
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{fmt}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        convert(src, tmp, fmt, license=license, source=url, force=True)
-        _add_resolved(tmp, {"url": url, "sha256": digest})
-        _publish(tmp, out, replace=force)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return _convert_once(src, out, fmt, license, url, {"url": url, "sha256": digest}, force)
 
 
 def _hub_file_component(ref: str, fmt: str, sha256: str | None, license: str | None, force: bool) -> Path:
     from gpmcli.checkpoint import sha256_file
-    from gpmcli.convert import convert
     from gpmcli.hub import download_file, parse_hf_ref
 
     r = parse_hf_ref(ref)
@@ -115,15 +102,26 @@ def _hub_file_component(ref: str, fmt: str, sha256: str | None, license: str | N
     snap = Path(os.path.abspath(path)).parents[len(Path(r.subfolder).parts) - 1]
     commit = snap.name if _HEX40.match(snap.name) else (r.revision or "unknown")
     out = converted_dir(r.repo_id, commit, fmt) / sha256_file(path)[:16]
-    if (out / "model.safetensors").is_file() and not force:
+    return _convert_once(path, out, fmt, license, f"hf:{r.repo_id}@{commit}/{r.subfolder}",
+                         {"repo": r.repo_id, "revision": r.revision, "commit": commit, "file": r.subfolder,
+                          "sha256": sha256_file(path)}, force)
+
+
+def _convert_once(src, out: Path, fmt: str, license: str | None, source: str, resolved: dict | None,
+                  force: bool) -> Path:
+    """Convert ``src`` into the cache folder ``out`` unless a complete conversion is there (or ``force``): written to
+    a temporary sibling, stamped with what was resolved, then published atomically."""
+    from gpmcli.convert import convert
+
+    if (out / "model.safetensors").is_file() and (out / "config.json").is_file() and not force:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        convert(path, tmp, fmt, license=license, source=f"hf:{r.repo_id}@{commit}/{r.subfolder}", force=True)
-        _add_resolved(tmp, {"repo": r.repo_id, "revision": r.revision, "commit": commit, "file": r.subfolder,
-                            "sha256": sha256_file(path)})
+        convert(src, tmp, fmt, license=license, source=source, force=True)
+        if resolved:
+            _add_resolved(tmp, resolved)
         _publish(tmp, out, replace=force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -160,7 +158,6 @@ def _add_resolved(ckpt: Path, resolved: dict) -> None:
 def converted_component(ref: str, fmt: str, *, license: str | None = None, force: bool = False,
                         sha256: str | None = None) -> Path:
     """Download ``ref`` (format ``fmt``), convert it once, and return the cached gpm checkpoint directory."""
-    from gpmcli.convert import convert
     from gpmcli.hub import parse_hf_ref
 
     if ref.startswith("url:"):
@@ -171,15 +168,5 @@ def converted_component(ref: str, fmt: str, *, license: str | None = None, force
     r = parse_hf_ref(ref)
     commit = resolve_commit(ref)
     out = converted_dir(r.repo_id, commit, fmt)
-    if (out / "model.safetensors").is_file() and (out / "config.json").is_file() and not force:
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{fmt}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
     pinned = f"hf:{r.repo_id}@{commit}" + (f"/{r.subfolder}" if r.subfolder else "")
-    try:
-        convert(pinned, tmp, fmt, license=license, source=pinned, force=True)
-        _publish(tmp, out, replace=force)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return _convert_once(pinned, out, fmt, license, pinned, None, force)
