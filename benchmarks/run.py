@@ -7,6 +7,9 @@ Sections (each case runs in a fresh worker process, so peak memory and compile c
 - ``overhead``   every sampler's wall time over the time of its own network evaluations (benchmarks/samplers.py)
 - ``fid``        gpm's Fréchet step vs scipy sqrtm, and gpm's feature pass (benchmarks/fid.py)
 - ``diffusers``  gpm ``ancestral`` vs diffusers' DDPMPipeline on the same UNet and scheduler at equal NFE
+- ``realsize``   the same on full-size replicas (``google/ddpm-cifar10-32``, ``google/ddpm-ema-church-256``): gpm
+                 ``ancestral`` vs DDPMPipeline and gpm ``edm`` vs a plain Heun loop, batch 64, peak memory of each
+                 (benchmarks/realsize.py; ``--quick``: the CIFAR-10 replica, EDM only, batch 16)
 - ``precision``  fp32 vs bf16 autocast of the network (steady-state batch time)
 - ``compile``    eager vs torch.compile: the first batch (pays compilation) and the steady state
 - ``processes``  ``gpm sample`` in 1 process (T threads) vs ``accelerate launch`` 2 processes (T/2 threads each):
@@ -252,6 +255,10 @@ def _ratios(sec: dict) -> dict:
     d = sec.get("diffusers", {})
     if "gpm_s" in d:
         out["gpm ancestral time / diffusers DDPMPipeline time"] = d["gpm_s"] / d["diffusers_s"]
+    for name, res in sec.get("realsize", {}).get("replicas", {}).items():
+        for case, ref in (("ancestral", "DDPMPipeline"), ("edm", "plain Heun loop")):
+            if case in res:
+                out[f"{res['repo']} gpm {case} speed vs {ref} (batch {res['batch']})"] = res[case]["speed"]
     for name in ("bf16", "fp16"):
         r = sec.get(f"precision_{name}", {})
         if "steady_s" in r:
@@ -289,7 +296,7 @@ def main() -> None:
 
     import torch
 
-    sections = set((args.only or "overhead,fid,diffusers,precision,compile,processes").split(","))
+    sections = set((args.only or "overhead,fid,diffusers,realsize,precision,compile,processes").split(","))
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     dev_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else (platform.processor()
                                                                                    or platform.machine())
@@ -323,6 +330,20 @@ def main() -> None:
             print(f"  gpm {r['gpm_s']:.2f} s (NFE {r['nfe']}), diffusers {r['diffusers_s']:.2f} s "
                   f"(NFE {r['diffusers_nfe']}): gpm / diffusers time = {r['gpm_s'] / r['diffusers_s']:.2f}; "
                   f"{_mem(r)}")
+    if "realsize" in sections:
+        _section("full-size replicas: gpm vs DDPMPipeline / a plain Heun loop, equal NFE (benchmarks/realsize.py)")
+        if args.quick:
+            runs = [["--repos", "cifar10", "--cases", "edm", "--batch", "16", "--rounds", "1"]]
+        elif args.device.startswith("cuda"):
+            runs = [["--batch", "64", "--rounds", "3", "--steps", "50", "--edm-steps", "18"]]
+        else:  # CPU: one 256-px network evaluation at batch 64 takes minutes, so EDM with 2 noise levels only there
+            runs = [["--repos", "cifar10", "--batch", "64", "--rounds", "2"],
+                    ["--repos", "church", "--cases", "edm", "--batch", "64", "--rounds", "1"]]
+        sec["realsize"] = {"replicas": {}}
+        for extra in runs:
+            r = _passthrough([sys.executable, str(ROOT / "benchmarks" / "realsize.py"), "--device", args.device,
+                              "--threads", str(args.threads), *extra], args.threads)
+            sec["realsize"]["replicas"].update(r.get("replicas", {}))
     if sections & {"precision", "compile"}:
         base = sec["fp32_eager"] = _run_worker("numerics:fp32:eager", args, args.threads)
     if "precision" in sections:
