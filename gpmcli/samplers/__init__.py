@@ -111,7 +111,10 @@ def check_params(kind: str, params: dict[str, Any] | None, where: str | None = N
     ``where`` names a registry bundle (its ``params.KIND`` table); without it the values are command-line flags. A
     name the kind does not read, a wrong type, a choice or range violation or a non-finite number is one
     :class:`~gpmcli.errors.UsageError` line."""
-    spec = get_kind(kind)
+    try:
+        spec = get_kind(kind)
+    except UsageError as e:
+        raise UsageError(f"{where}: params.{kind}: {e}" if where else str(e)) from None
     given = {k: v for k, v in (params or {}).items() if v is not None}
     unused = spec.unused(given)
     if unused:
