@@ -1,4 +1,4 @@
-"""Data-score fields from any parameterisation, reduced to one denoiser ``D(x, sigma)`` (ALGORITHMS.md section 1).
+"""Data-score fields from any parameterisation, reduced to one denoiser ``D(x, sigma)`` (docs/algorithms.md#1-score-parameterisations).
 
 A score checkpoint's config says how its network's output maps to a denoiser::
 

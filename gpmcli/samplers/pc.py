@@ -20,13 +20,13 @@ from collections.abc import Callable
 import torch
 
 from gpmcli.errors import UsageError
+from gpmcli.fields.base import expand_sigma
 from gpmcli.fields.sde import SDE, make_sde
 from gpmcli.integrate import em_step
 from gpmcli.noise import BatchNoise
 from gpmcli.samplers import SampleResult, SamplerSpec, register_kind, uses
 from gpmcli.samplers.scorekit import PhaseTimer, ScoreSamplerBase, flat_norm, normal
 from gpmcli.samplers.trajectory import frames_of, recorder
-from gpmcli.fields.base import expand_sigma
 
 # Per-sample step sizes (``--snr-norm sample``). The reference's eps = 2 alpha (r ||xi|| / ||s||)^2 with
 # batch-averaged norms is one step size per level. Taken literally per sample it is biased in low dimension in
@@ -120,6 +120,13 @@ def pc_sample(denoiser, x: torch.Tensor, sde: SDE, noise: BatchNoise | None = No
             last = i == n - 1
             callback({"i": i + 1, "x": x_mean if last else x, "t": t, "final": last})
     return x_mean  # Alg. 1 line 6: return x_0 (its noise-free mean)
+
+
+def ancestral_sample(denoiser, x: torch.Tensor, sde: SDE, noise: BatchNoise | None = None,
+                     callback: Callable[[dict], None] | None = None, **ddpm) -> torch.Tensor:
+    """Ancestral sampling (DDPM on a VP SDE, NCSN's on a VE SDE): :func:`pc_sample` with the ancestral predictor and
+    no corrector. ``ddpm``: ``variance`` ("large" | "small"), ``clip_x0``, ``data_range``."""
+    return pc_sample(denoiser, x, sde, noise, callback, predictor="ancestral", corrector="none", **ddpm)
 
 
 class PCSampler(ScoreSamplerBase):
