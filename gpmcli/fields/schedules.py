@@ -3,7 +3,8 @@
 Each function returns plain numbers (a float64 tensor or a list); samplers, SDEs, converters and trainers take their
 grids from here and never rebuild one by hand. See docs/algorithms.md#2-sdes and #3-score-based-samplers.
 
-- :func:`edm_sigmas`: the EDM rho-ladder (Karras et al. 2022, eq. 5), optionally followed by 0.
+- :func:`edm_sigmas`: the EDM rho-ladder (Karras et al. 2022, eq. 5), optionally followed by 0; :func:`rho_interp`
+  the same curve at any fractions.
 - :func:`geometric`: a geometric ladder from ``start`` to ``end`` (NCSN's annealed Langevin levels).
 - :func:`ve_discrete_sigmas`, :func:`vp_discrete_betas`, :func:`sde_timesteps`: the N-level ladders and reverse-time
   grid of the VE / VP / sub-VP SDEs (score_sde conventions).
@@ -27,12 +28,17 @@ def edm_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: f
     """Karras et al. (2022) ladder: ``(smax^(1/rho) + i/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho``, i = 0..n-1,
     followed by 0 when ``append_zero`` (float64, decreasing)."""
     i = torch.arange(n, dtype=torch.float64, device=device)
-    inv = 1.0 / rho
-    frac = i / max(n - 1, 1)
-    s = (sigma_max**inv + frac * (sigma_min**inv - sigma_max**inv)) ** rho
+    s = rho_interp(i / max(n - 1, 1), sigma_min, sigma_max, rho)
     if append_zero:
         s = torch.cat([s, s.new_zeros(1)])
     return s
+
+
+def rho_interp(u, sigma_min: float, sigma_max: float, rho: float = 7.0):
+    """The rho-ladder at fractions ``u`` in [0, 1] (0: sigma_max, 1: sigma_min), e.g. random training noise levels:
+    ``(smax^(1/rho) + u (smin^(1/rho) - smax^(1/rho)))^rho``."""
+    inv = 1.0 / rho
+    return (sigma_max**inv + u * (sigma_min**inv - sigma_max**inv)) ** rho
 
 
 def geometric(start: float, end: float, n: int) -> list[float]:

@@ -65,7 +65,7 @@ class VESDE(SDE):
         return 1.0, float(self.discrete_sigmas[i])
 
     def reverse_diffusion_step(self, den, x, t, lvl, xi):
-        """``f_i = 0``, ``G_i^2 = sigma_i^2 - sigma_{i-1}^2`` (sigma_{-1} = 0)."""
+        """``f_i = 0``, ``G_i^2 = sigma_i^2 - sigma_{i-1}^2`` (sigma_{-1} = 0): Song et al. (2021) Algorithm 2, lines 3-5."""
         sig = float(self.discrete_sigmas[lvl])
         adj = float(self.discrete_sigmas[lvl - 1]) if lvl > 0 else 0.0
         g2 = sig**2 - adj**2
@@ -136,7 +136,7 @@ class VPSDE(SDE):
         return math.sqrt(a), math.sqrt(1.0 - a)
 
     def reverse_diffusion_step(self, den, x, t, lvl, xi):
-        """``f_i = (sqrt(alpha_i) - 1) x``, ``G_i = sqrt(beta_i)``."""
+        """``f_i = (sqrt(alpha_i) - 1) x``, ``G_i = sqrt(beta_i)``: Song et al. (2021) Algorithm 3, lines 3-5."""
         beta = float(self.discrete_betas[lvl])
         drift = (1.0 - math.sqrt(1.0 - beta)) * x + beta * self.score(den, x, t)  # -f_i + G_i^2 s
         return em_step(x, drift, 1.0, math.sqrt(beta), xi)
