@@ -55,15 +55,6 @@ def edm_sample(denoiser: Callable, x: torch.Tensor, sigmas: Sequence[float], noi
 
 
 class EDMSampler(ScoreSamplerBase):
-    def __init__(self, bundle, params):
-        super().__init__(bundle, params)
-        r = self.resolved = SPEC.resolve(params, sigma_min=self.den.sigma_min, sigma_max=self.den.sigma_max)
-        if r["sigma_min"] >= r["sigma_max"]:
-            raise UsageError(f"--sigma-min ({r['sigma_min']}) must be below --sigma-max ({r['sigma_max']})")
-        self.n = r["steps"]
-        self.sigmas = edm_sigmas(self.n, r["sigma_min"], r["sigma_max"], r["rho"]).tolist()
-        self.nfe = 2 * self.n - 1 if r["solver"] == "heun" else self.n
-
     def __call__(self, noise: BatchNoise, *, trajectory: bool = False) -> SampleResult:
         timer = PhaseTimer(noise.device)
         r = self.resolved
@@ -77,7 +68,18 @@ class EDMSampler(ScoreSamplerBase):
         return SampleResult(self.finish(x), self.nfe, frames_of(rec), {"phase_seconds": timer.phases})
 
 
+def build(bundle, params) -> EDMSampler:
+    s = EDMSampler(bundle, params)
+    r = s.resolved = SPEC.resolve(params, sigma_min=s.den.sigma_min, sigma_max=s.den.sigma_max)
+    if r["sigma_min"] >= r["sigma_max"]:
+        raise UsageError(f"--sigma-min ({r['sigma_min']}) must be below --sigma-max ({r['sigma_max']})")
+    s.n = r["steps"]
+    s.sigmas = edm_sigmas(s.n, r["sigma_min"], r["sigma_max"], r["rho"]).tolist()
+    s.nfe = 2 * s.n - 1 if r["solver"] == "heun" else s.n
+    return s
+
+
 SPEC = register_kind(SamplerSpec(
-    "edm", ("score",), EDMSampler, "EDM Heun/Euler sampler with churn (Karras et al. 2022).",
+    "edm", ("score",), build, "EDM Heun/Euler sampler with churn (Karras et al. 2022).",
     uses(steps=18, solver="heun", rho=7.0, sigma_min=None, sigma_max=None, churn=0.0, s_min=0.0, s_max=math.inf,
          s_noise=1.0)))

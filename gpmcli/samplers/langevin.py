@@ -45,18 +45,6 @@ def annealed_langevin(denoiser, x: torch.Tensor, sigmas: Sequence[float], noise:
 
 
 class AnnealedLangevin(ScoreSamplerBase):
-    def __init__(self, bundle, params):
-        super().__init__(bundle, params)
-        o = SPEC.resolve(params, sigma_min=max(0.01, self.den.sigma_min), sigma_max=ve_sigma_max_of(self.den))
-        self.resolved = r = dict(o)
-        self.levels, self.n_each, self.step_lr = o["steps"], o["corrector_steps"], o["step_lr"]
-        smin, smax = o["sigma_min"], o["sigma_max"]
-        if smin >= smax:
-            raise UsageError(f"--sigma-min ({smin}) must be below --sigma-max ({smax})")
-        self.sigmas = geometric(smax, smin, self.levels)
-        r["step_ratio"] = self.step_lr / smin**2  # a_c / sigma_c^2, the same at every level
-        self.nfe = self.levels * self.n_each + 1
-
     def __call__(self, noise: BatchNoise, *, trajectory: bool = False) -> SampleResult:
         timer = PhaseTimer(noise.device)
         x = noise.randn(self.data_shape).to(self.dtype) * self.sigmas[0]
@@ -68,6 +56,20 @@ class AnnealedLangevin(ScoreSamplerBase):
         return SampleResult(self.finish(x), self.nfe, frames_of(rec), {"phase_seconds": timer.phases})
 
 
-SPEC = register_kind(SamplerSpec("langevin", ("score",), AnnealedLangevin,
+def build(bundle, params) -> AnnealedLangevin:
+    s = AnnealedLangevin(bundle, params)
+    o = SPEC.resolve(params, sigma_min=max(0.01, s.den.sigma_min), sigma_max=ve_sigma_max_of(s.den))
+    s.resolved = r = dict(o)
+    s.levels, s.n_each, s.step_lr = o["steps"], o["corrector_steps"], o["step_lr"]
+    smin, smax = o["sigma_min"], o["sigma_max"]
+    if smin >= smax:
+        raise UsageError(f"--sigma-min ({smin}) must be below --sigma-max ({smax})")
+    s.sigmas = geometric(smax, smin, s.levels)
+    r["step_ratio"] = s.step_lr / smin**2  # a_c / sigma_c^2, the same at every level
+    s.nfe = s.levels * s.n_each + 1
+    return s
+
+
+SPEC = register_kind(SamplerSpec("langevin", ("score",), build,
                                  "Annealed Langevin dynamics over a geometric noise ladder (NCSN).",
                                  uses(steps=100, corrector_steps=5, sigma_min=None, sigma_max=None, step_lr=2e-5)))

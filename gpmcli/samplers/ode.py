@@ -140,20 +140,6 @@ def ode_sample(denoiser, x: torch.Tensor, sigma_start: float, sigma_end: float, 
 
 
 class ODESampler(ScoreSamplerBase):
-    def __init__(self, bundle: Bundle, params: dict[str, Any]):
-        super().__init__(bundle, params)
-        o = SPEC.resolve(params)
-        r = self.resolved = {k: o[k] for k in ("sde", "rtol", "atol")}
-        self.rtol, self.atol = o["rtol"], o["atol"]
-        smin, smax = o["sigma_min"], o["sigma_max"]
-        if o["sde"] != "ve" and (smin is not None or smax is not None):
-            raise UsageError("--sigma-min/--sigma-max apply to --sde ve only")
-        if params.get("steps") is not None:
-            raise UsageError("--model ode is adaptive; use --rtol/--atol instead of --steps")
-        self.sde = make_sde(o["sde"], 1000, self.den, sigma_min=smin, sigma_max=smax, config=self.component.config)
-        r.update({k: v for k, v in self.sde.describe().items() if k not in ("sde", "N")})
-        r["solver"] = "dopri5 (per-sample adaptive)"
-
     def __call__(self, noise: BatchNoise, *, trajectory: bool = False) -> SampleResult:
         timer = PhaseTimer(noise.device)
         sde = self.sde
@@ -170,6 +156,22 @@ class ODESampler(ScoreSamplerBase):
         return SampleResult(self.finish(x), int(nfe.max()), frames_of(rec), diag)
 
 
-SPEC = register_kind(SamplerSpec("ode", ("score",), ODESampler,
+def build(bundle: Bundle, params: dict[str, Any]) -> ODESampler:
+    s = ODESampler(bundle, params)
+    o = SPEC.resolve(params)
+    r = s.resolved = {k: o[k] for k in ("sde", "rtol", "atol")}
+    s.rtol, s.atol = o["rtol"], o["atol"]
+    smin, smax = o["sigma_min"], o["sigma_max"]
+    if o["sde"] != "ve" and (smin is not None or smax is not None):
+        raise UsageError("--sigma-min/--sigma-max apply to --sde ve only")
+    if o["steps"] is not None:
+        raise UsageError("--model ode is adaptive; use --rtol/--atol instead of --steps")
+    s.sde = make_sde(o["sde"], 1000, s.den, sigma_min=smin, sigma_max=smax, config=s.component.config)
+    r.update({k: v for k, v in s.sde.describe().items() if k not in ("sde", "N")})
+    r["solver"] = "dopri5 (per-sample adaptive)"
+    return s
+
+
+SPEC = register_kind(SamplerSpec("ode", ("score",), build,
                                  "Probability-flow ODE with adaptive Dormand-Prince RK45 (Song et al. 2021).",
                                  uses(sde="ve", rtol=1e-5, atol=1e-5, sigma_min=None, sigma_max=None, steps=None)))

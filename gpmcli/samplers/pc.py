@@ -132,37 +132,6 @@ def ancestral_sample(denoiser, x: torch.Tensor, sde: SDE, noise: BatchNoise | No
 class PCSampler(ScoreSamplerBase):
     SNR_SPAN = SNR_SPAN  # the running-mean span of the per-sample step sizes (scripts/pc_snr_check.py varies it)
 
-    def __init__(self, bundle, params, *, kind: str = "pc"):
-        super().__init__(bundle, params)
-        spec = KINDS_HERE[kind]
-        if kind == "ancestral" and params.get("predictor") not in (None, "ancestral"):
-            raise UsageError("--model ancestral uses the ancestral predictor; use --model pc for other predictors")
-        # DDPM's two reverse variances and its x0 clipping (ancestral VP only); a converted diffusers DDPM says which
-        # its scheduler used (parameterization.ddpm), so that gpm reproduces its pipeline
-        ddpm = (self.component.config.get("parameterization") or {}).get("ddpm") or {}
-        o = spec.resolve(params, variance="small" if ddpm.get("variance_type") == "fixed_small" else "large",
-                         clip_x0=bool(ddpm.get("clip_sample", False)))
-        self.opts = o
-        r = self.resolved = {k: o[k] for k in ("sde", "steps", "predictor", "corrector", "snr", "corrector_steps",
-                                               "pc_order", "snr_norm")}
-        ancestral_vp = o["predictor"] == "ancestral" and o["sde"] == "vp"
-        self.ancestral = {"variance": o["variance"] if ancestral_vp else "large",
-                          "clip_x0": o["clip_x0"] if ancestral_vp else False, "data_range": self.data_range}
-        if ancestral_vp:
-            r.update(variance=o["variance"], clip_x0=o["clip_x0"])
-        if o["predictor"] == "none" and o["corrector"] == "none":
-            raise UsageError("--predictor none and --corrector none leave nothing to do")
-        if o["sde"] != "ve" and (params.get("sigma_min") is not None or params.get("sigma_max") is not None):
-            raise UsageError("--sigma-min/--sigma-max apply to --sde ve only")
-        self.sde: SDE = make_sde(o["sde"], o["steps"], self.den, sigma_min=o["sigma_min"], sigma_max=o["sigma_max"],
-                                 config=self.component.config)
-        if o["predictor"] == "ancestral" and o["sde"] == "subvp":
-            raise UsageError("the ancestral predictor is defined for --sde ve and vp only")
-        r.update({k: v for k, v in self.sde.describe().items() if k not in ("sde",)})
-        r["steps"] = o["steps"]
-        per_step = (o["corrector_steps"] if o["corrector"] != "none" else 0) + (o["predictor"] != "none")
-        self.nfe = o["steps"] * per_step
-
     def __call__(self, noise: BatchNoise, *, trajectory: bool = False) -> SampleResult:
         timer = PhaseTimer(noise.device)
         o = self.opts
@@ -177,15 +146,46 @@ class PCSampler(ScoreSamplerBase):
         return SampleResult(self.finish(x), self.nfe, frames_of(rec), {"phase_seconds": timer.phases})
 
 
+def build(bundle, params, *, kind: str = "pc") -> PCSampler:
+    s = PCSampler(bundle, params)
+    if kind == "ancestral" and params.get("predictor") not in (None, "ancestral"):
+        raise UsageError("--model ancestral uses the ancestral predictor; use --model pc for other predictors")
+    # DDPM's two reverse variances and its x0 clipping (ancestral VP only); a converted diffusers DDPM says which its
+    # scheduler used (parameterization.ddpm), so that gpm reproduces its pipeline
+    ddpm = (s.component.config.get("parameterization") or {}).get("ddpm") or {}
+    o = s.opts = KINDS_HERE[kind].resolve(params, clip_x0=bool(ddpm.get("clip_sample", False)),
+                                          variance="small" if ddpm.get("variance_type") == "fixed_small" else "large")
+    r = s.resolved = {k: o[k] for k in ("sde", "steps", "predictor", "corrector", "snr", "corrector_steps",
+                                        "pc_order", "snr_norm")}
+    ancestral_vp = o["predictor"] == "ancestral" and o["sde"] == "vp"
+    s.ancestral = {"variance": o["variance"] if ancestral_vp else "large",
+                   "clip_x0": o["clip_x0"] if ancestral_vp else False, "data_range": s.data_range}
+    if ancestral_vp:
+        r.update(variance=o["variance"], clip_x0=o["clip_x0"])
+    if o["predictor"] == "none" and o["corrector"] == "none":
+        raise UsageError("--predictor none and --corrector none leave nothing to do")
+    if o["sde"] != "ve" and (o["sigma_min"] is not None or o["sigma_max"] is not None):
+        raise UsageError("--sigma-min/--sigma-max apply to --sde ve only")
+    s.sde = make_sde(o["sde"], o["steps"], s.den, sigma_min=o["sigma_min"], sigma_max=o["sigma_max"],
+                     config=s.component.config)
+    if o["predictor"] == "ancestral" and o["sde"] == "subvp":
+        raise UsageError("the ancestral predictor is defined for --sde ve and vp only")
+    r.update({k: v for k, v in s.sde.describe().items() if k not in ("sde",)})
+    r["steps"] = o["steps"]
+    per_step = (o["corrector_steps"] if o["corrector"] != "none" else 0) + (o["predictor"] != "none")
+    s.nfe = o["steps"] * per_step
+    return s
+
+
 _PC_OPTS = dict(steps=1000, snr=0.16, corrector_steps=1, pc_order="corrector-first", snr_norm="sample",
                 sigma_min=None, sigma_max=None, variance=None, clip_x0=None)
 KINDS_HERE = {
     "pc": register_kind(SamplerSpec(
-        "pc", ("score",), functools.partial(PCSampler, kind="pc"),
+        "pc", ("score",), functools.partial(build, kind="pc"),
         "Predictor-corrector sampler for the VE / VP / sub-VP SDEs (Song et al. 2021).",
         uses(sde="ve", predictor="reverse-diffusion", corrector="langevin", **_PC_OPTS))),
     "ancestral": register_kind(SamplerSpec(
-        "ancestral", ("score",), functools.partial(PCSampler, kind="ancestral"),
+        "ancestral", ("score",), functools.partial(build, kind="ancestral"),
         "Ancestral sampling (DDPM for --sde vp, the default; NCSN-style for --sde ve).",
         uses(sde="vp", predictor="ancestral", corrector="none", **_PC_OPTS))),
 }

@@ -13,9 +13,10 @@ from gpmcli.fields.score import denoiser_from_component
 
 
 class ScoreSamplerBase:
-    """Holds the denoiser of the bundle's ``score`` component, the data shape/range and the resolved parameters."""
+    """Holds the denoiser of the bundle's ``score`` component, the data shape/range and the resolved parameters (the
+    kind's ``build`` fills in ``resolved`` and its grid)."""
 
-    def __init__(self, bundle: Bundle, params: dict[str, Any]):
+    def __init__(self, bundle: Bundle, params: dict[str, Any] | None = None):
         comp = bundle.get("score")
         if comp is None:
             raise UsageError(f"bundle {bundle.name!r} has no score network")
@@ -25,7 +26,7 @@ class ScoreSamplerBase:
         if not self.data_shape:
             raise UsageError(f"{comp.ref}: config has no data.shape")
         self.data_range = comp.data_range
-        self.params = params
+        self.params = params or {}
         self.resolved: dict[str, Any] = {}
         self.dtype = torch.float32  # particle state (measured against float64 in benchmarks/samplers.py)
 
