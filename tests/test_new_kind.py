@@ -95,3 +95,33 @@ def test_the_new_kinds_declarations_drive_its_checks(cli, new_kind):
         f.write('params.tweedie-once = { sigma_max = 1.0, rho = 7.0 }\n')
     code, _, err = cli("sample", "--model", "tweedie-once", "-n", 2, "-o", out)
     assert code == 2 and "params.tweedie-once sets rho" in err and not out.exists()
+
+
+def test_sample_flags_and_checks_come_from_the_declarations(cli):
+    """Every declared command-line option is a `gpm sample` flag with its declared help; every kind reads only
+    declared options; values are checked by type, choice, range and finiteness (one UsageError line each)."""
+    from gpmcli.errors import UsageError
+    from gpmcli.samplers import ALL_KINDS, check_params, get_kind
+    from gpmcli.samplers.options import OPTIONS, cli_options
+
+    code, out, _ = cli("sample", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    for o in cli_options():
+        assert o.flag in out and " ".join((o.help or "").split()[:3]) in text
+    assert "--variance" not in out  # declared for registry bundles only
+    for kind in ALL_KINDS:
+        spec = get_kind(kind)
+        assert spec.options is not None and all(OPTIONS[o.name].help == o.help for o in spec.options)
+    assert check_params("edm", {"steps": 7, "rho": 3, "churn": None}) == {"steps": 7, "rho": 3.0}
+    for kind, params, msg in [("edm", {"steps": 2.5}, "--steps takes an integer"),
+                              ("edm", {"rho": float("nan")}, "--rho must be a finite number"),
+                              ("edm", {"solver": "rk4"}, "--solver must be heun or euler"),
+                              ("pc", {"sde": "foo"}, "--sde must be one of ve, vp, subvp"),
+                              ("ddls", {"mala": "yes"}, "--mala takes true or false"),
+                              ("ddls", {"ddls_steps": -1}, "--ddls-steps must be >= 0"),
+                              ("gan", {"steps": 3}, "--model gan does not use --steps")]:
+        with pytest.raises(UsageError, match=msg):
+            check_params(kind, params)
+    with pytest.raises(UsageError, match=r"bundle 'b': params.pc: --snr must be > 0"):
+        check_params("pc", {"snr": 0}, "bundle 'b'")

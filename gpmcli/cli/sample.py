@@ -33,7 +33,7 @@ def _with_sampler_flags(func):
     at = [p.name for p in params].index("seed") + 1
     added = []
     for o in cli_options():
-        decl = f"--{o.name.replace('_', '-')}" + (f"/--no-{o.name.replace('_', '-')}" if o.type is bool else "")
+        decl = o.flag + (f"/--no-{o.flag[2:]}" if o.type is bool else "")
         opt = typer.Option(None, decl, help=o.help or None, rich_help_panel=SAMPLER_PANEL)
         added.append(inspect.Parameter(_dest(o), inspect.Parameter.KEYWORD_ONLY, default=opt,
                                        annotation=Optional[o.type]))
