@@ -56,6 +56,7 @@ def new_kind(tmp_path, monkeypatch):
     kinds = tmp_path / "kinds"
     kinds.mkdir()
     (kinds / "tweedie_once.py").write_text(KIND_FILE)  # the one new file
+    samplers.get_kind("edm")  # the package's own kinds registered first, so the copy below holds them all
     monkeypatch.setattr(samplers, "__path__", [*samplers.__path__, str(kinds)])
     monkeypatch.setattr(samplers, "KINDS", dict(samplers.KINDS))
     monkeypatch.setattr(samplers, "_IMPORTED", False)
