@@ -16,13 +16,12 @@ network was trained with, set by ``"noise_cond"``: ``"sigma"`` (default for ``sc
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 
 from gpmcli.errors import UsageError
 from gpmcli.fields.base import Component, Denoiser, expand_sigma
-from gpmcli.fields.schedules import alphas_cumprod_from_schedule  # noqa: F401  (re-exported)
+from gpmcli.fields.schedules import alphas_cumprod_from_schedule
 
 
 class EDMDenoiser(Denoiser):
