@@ -114,8 +114,9 @@ OPTIONS: dict[str, SamplerOption] = {o.name: o for o in _ALL}
 
 
 def register_option(opt: SamplerOption) -> SamplerOption:
-    """Add an option a new kind introduces (readable through the API and registry ``params``; a command-line flag
-    appears for it when it is registered at import of this module's catalogue, i.e. listed in :data:`OPTIONS`)."""
+    """Declare an option a new kind introduces, from the kind's own module: the API and registry ``params`` accept it
+    then. ``gpm sample`` builds its flags from this module alone (it starts without importing the kinds), so an
+    option that needs a command-line flag is an entry of ``_ALL`` above instead."""
     if opt.name in OPTIONS and OPTIONS[opt.name] != opt:
         raise ValueError(f"sampler option {opt.name!r} is already declared differently")
     OPTIONS[opt.name] = opt
