@@ -19,6 +19,7 @@ else:  # pragma: no cover
 
 from gpmcli.errors import UsageError
 from gpmcli.fields.base import Bundle, Component
+from gpmcli.samplers import check_params
 
 
 def checkpoints_dir() -> Path:
@@ -192,6 +193,6 @@ def load_bundle(ref: str, *, registry: Registry | None = None, device="cpu", tru
         comps = {role: load_component(c.ref, role, sha256=c.sha256, device=device,
                                       base=registry.root, convert=c.convert)
                  for role, c in spec.components.items()}
-        return Bundle(ref, comps, params={k: dict(v) for k, v in spec.params.items()})
+        return Bundle(ref, comps, params={k: check_params(k, v, f"bundle {ref!r}") for k, v in spec.params.items()})
     comp = load_component(ref, device=device, trust_pickle=trust_pickle)
     return Bundle(ref, {comp.role: comp})

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import shlex
 import sys
+import typing
 from pathlib import Path
 from typing import List, Optional
 
@@ -12,12 +14,36 @@ import typer
 
 from gpmcli.cli import app, info, out_console, progress_bar, warn
 from gpmcli.errors import UsageError
+from gpmcli.samplers.options import SAMPLER_PANEL, SamplerOption, cli_options
 
-_SAMPLER = "Sampler options (used by the kinds they apply to)"
 _IO = "Output"
 
 
-@app.command(no_args_is_help=False)
+def _dest(opt: SamplerOption) -> str:
+    """The Python parameter name of a sampler option's flag (``lambda`` is a keyword)."""
+    return "opt_" + opt.name
+
+
+def _with_sampler_flags(func):
+    """Insert one typer option per declared sampler option (:data:`gpmcli.samplers.options.OPTIONS`, in order) into
+    ``func``'s signature, after ``--seed``: the flags, their help and their types come from the declarations."""
+    sig = inspect.signature(func)
+    hints = typing.get_type_hints(func)
+    params = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    at = [p.name for p in params].index("seed") + 1
+    added = []
+    for o in cli_options():
+        decl = o.flag + (f"/--no-{o.flag[2:]}" if o.type is bool else "")
+        opt = typer.Option(None, decl, help=o.help or None, rich_help_panel=SAMPLER_PANEL)
+        added.append(inspect.Parameter(_dest(o), inspect.Parameter.KEYWORD_ONLY, default=opt,
+                                       annotation=Optional[o.type]))
+        hints[_dest(o)] = Optional[o.type]
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params]
+    func.__signature__ = sig.replace(parameters=params[:at] + added + params[at:])
+    func.__annotations__ = hints
+    return func
+
+
 def sample(
     model: str = typer.Option(..., "--model", "-m", help="Sampler kind: edm, pc, ode, ancestral, langevin, "
                               "discr-flow, diffflow, gan, score-gan, ddls."),
@@ -29,33 +55,6 @@ def sample(
     n: int = typer.Option(64, "-n", "--num-samples", help="Number of samples."),
     batch_size: int = typer.Option(64, "-b", "--batch-size", help="Samples per batch (does not change the samples)."),
     seed: int = typer.Option(0, "--seed", help="Global seed; sample i uses its own generator seeded from (seed, i)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Number of steps (kind default if omitted).", rich_help_panel=_SAMPLER),
-    lam: Optional[float] = typer.Option(None, "--lambda", help="DiffFlow noise weight l >= 0 (0: deterministic, 1: score dynamics).", rich_help_panel=_SAMPLER),
-    family: Optional[str] = typer.Option(None, "--family", help="DiffFlow family: ve|kl.", rich_help_panel=_SAMPLER),
-    sde: Optional[str] = typer.Option(None, "--sde", help="ve|vp|subvp for pc/ode/ancestral.", rich_help_panel=_SAMPLER),
-    predictor: Optional[str] = typer.Option(None, "--predictor", help="euler-maruyama|reverse-diffusion|ancestral|none.", rich_help_panel=_SAMPLER),
-    corrector: Optional[str] = typer.Option(None, "--corrector", help="langevin|ald|none.", rich_help_panel=_SAMPLER),
-    snr: Optional[float] = typer.Option(None, "--snr", help="Corrector target signal-to-noise ratio.", rich_help_panel=_SAMPLER),
-    corrector_steps: Optional[int] = typer.Option(None, "--corrector-steps", rich_help_panel=_SAMPLER),
-    pc_order: Optional[str] = typer.Option(None, "--pc-order", help="corrector-first (reference code) | predictor-first (paper).", rich_help_panel=_SAMPLER),
-    snr_norm: Optional[str] = typer.Option(None, "--snr-norm", help="sample (default) | batch.", rich_help_panel=_SAMPLER),
-    rtol: Optional[float] = typer.Option(None, "--rtol", rich_help_panel=_SAMPLER),
-    atol: Optional[float] = typer.Option(None, "--atol", rich_help_panel=_SAMPLER),
-    solver: Optional[str] = typer.Option(None, "--solver", help="EDM: heun|euler.", rich_help_panel=_SAMPLER),
-    rho: Optional[float] = typer.Option(None, "--rho", rich_help_panel=_SAMPLER),
-    sigma_min: Optional[float] = typer.Option(None, "--sigma-min", rich_help_panel=_SAMPLER),
-    sigma_max: Optional[float] = typer.Option(None, "--sigma-max", rich_help_panel=_SAMPLER),
-    churn: Optional[float] = typer.Option(None, "--churn", help="EDM S_churn.", rich_help_panel=_SAMPLER),
-    s_min: Optional[float] = typer.Option(None, "--s-min", rich_help_panel=_SAMPLER),
-    s_max: Optional[float] = typer.Option(None, "--s-max", rich_help_panel=_SAMPLER),
-    s_noise: Optional[float] = typer.Option(None, "--s-noise", rich_help_panel=_SAMPLER),
-    step_lr: Optional[float] = typer.Option(None, "--step-lr", help="Annealed Langevin step size.", rich_help_panel=_SAMPLER),
-    eta: Optional[float] = typer.Option(None, "--eta", help="Discriminator Flow step size (must match training).", rich_help_panel=_SAMPLER),
-    ddls_step: Optional[float] = typer.Option(None, "--ddls-step", help="DDLS step size epsilon.", rich_help_panel=_SAMPLER),
-    ddls_steps: Optional[int] = typer.Option(None, "--ddls-steps", help="DDLS number of steps.", rich_help_panel=_SAMPLER),
-    mala: Optional[bool] = typer.Option(None, "--mala/--no-mala", rich_help_panel=_SAMPLER,
-                                        help="DDLS: Metropolis-adjusted chain (reports the acceptance rate); "
-                                             "default: the bundle's setting, else off."),
     module: Optional[List[str]] = typer.Option(None, "--module", help="[ROLE=]FILE.py:Class for a network gpm has not converted (repeat per role).", rich_help_panel="Bring your own network"),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="[ROLE=]PATH: weights for --module.", rich_help_panel="Bring your own network"),
     kwargs: Optional[List[str]] = typer.Option(None, "--kwargs", help="[ROLE=]JSON: constructor kwargs for --module.", rich_help_panel="Bring your own network"),
@@ -73,6 +72,7 @@ def sample(
     raw: bool = typer.Option(False, "--raw", help="Write the raw values to samples.npz instead of clipping them to "
                              "the data range (PNGs are always clipped; run.json reports the fraction outside).",
                              rich_help_panel=_IO),
+    **sampler_options,
 ):
     """Draw samples with one of the particle-model samplers and write them to --out."""
     from gpmcli import api
@@ -83,7 +83,9 @@ def sample(
     if n < 1 or batch_size < 1:
         raise UsageError("-n and --batch-size must be positive")
     api.check_seed(seed)
-    api.check_finite({"lambda": lam})
+    params = {o.name: sampler_options.get(_dest(o)) for o in cli_options()}
+    api.check_finite(params)
+    lam = params["lambda"]
     if lam is not None and lam < 0:
         raise UsageError("--lambda must be >= 0")
     if lam is not None and lam > 1:
@@ -92,14 +94,9 @@ def sample(
     from gpmcli.convert import module_options
 
     modules = module_options(module, weights, kwargs, meta, role)
-    params = {
-        "steps": steps, "lambda": lam, "family": family, "sde": sde, "predictor": predictor, "corrector": corrector,
-        "snr": snr, "corrector_steps": corrector_steps, "pc_order": pc_order, "snr_norm": snr_norm, "rtol": rtol,
-        "atol": atol, "solver": solver, "rho": rho, "sigma_min": sigma_min, "sigma_max": sigma_max, "churn": churn,
-        "s_min": s_min, "s_max": s_max, "s_noise": s_noise, "step_lr": step_lr, "eta": eta, "ddls_step": ddls_step,
-        "ddls_steps": ddls_steps, "mala": mala,
-    }
-    api.check_finite(params)
+    from gpmcli.samplers import check_params
+
+    check_params(model, params)  # a flag the kind does not declare, a choice or a range: exit 2 before any loading
     overrides = {"score": score, "discriminator": discriminator, "generator": generator}
     command = "gpm " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     from gpmcli.distributed import is_main_process
@@ -138,3 +135,6 @@ def sample(
         if oor.get("values"):
             info(f"{oor['fraction']:.2%} of the values were outside the data range {oor['range']}: "
                  + ("kept as they are (--raw)" if not oor["clamped"] else "clipped to it (--raw keeps them)"))
+
+
+app.command(name="sample", no_args_is_help=False)(_with_sampler_flags(sample))

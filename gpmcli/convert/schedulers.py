@@ -8,13 +8,13 @@ a DDPM: a wrong reading samples garbage without any error. A config without ``_c
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from gpmcli.errors import UsageError
+from gpmcli.fields import schedules
 
 
 def parameterization_from_scheduler(scfg: dict[str, Any]) -> dict[str, Any]:
@@ -60,16 +60,11 @@ def ddpm_parameterization(scfg: dict[str, Any]) -> dict[str, Any]:
     b0, b1 = float(scfg.get("beta_start", 1e-4)), float(scfg.get("beta_end", 0.02))
     if scfg.get("trained_betas") is not None:
         betas = torch.tensor(scfg["trained_betas"], dtype=torch.float64)
-    elif bs == "linear":
-        betas = torch.linspace(b0, b1, T, dtype=torch.float64)
-    elif bs == "scaled_linear":
-        betas = torch.linspace(b0**0.5, b1**0.5, T, dtype=torch.float64) ** 2
-    elif bs == "squaredcos_cap_v2":
-        f = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
-        betas = torch.tensor([min(1 - f((i + 1) / T) / f(i / T), 0.999) for i in range(T)], dtype=torch.float64)
+    elif bs in ("linear", "scaled_linear", "squaredcos_cap_v2"):
+        betas = schedules.ddpm_betas(bs, T, b0, b1)
     else:
         raise UsageError(f"scheduler beta_schedule {bs!r} is not supported")
-    ac = torch.cumprod(1.0 - betas, 0)
+    ac = schedules.alphas_cumprod(betas)
     sig = ((1 - ac) / ac).sqrt()
     ddpm = {k: scfg[k] for k in ("variance_type", "clip_sample", "clip_sample_range") if k in scfg}
     return {"type": kind, "noise_cond": "timestep", **({"ddpm": ddpm} if ddpm else {}),

@@ -2,7 +2,7 @@
 
 A *denoiser* ``D(x, sigma)`` works in sigma-space (the VE view: ``x = x0 + sigma * eps``). Every score
 parameterisation (``edm``, ``score``, ``eps``, ``x0``, analytic targets) reduces to it, and the data score is
-``(D(x, sigma) - x) / sigma**2`` (ALGORITHMS.md section 1). Samplers only ever see a :class:`Denoiser`.
+``(D(x, sigma) - x) / sigma**2`` (docs/algorithms.md#1-score-parameterisations). Samplers only ever see a :class:`Denoiser`.
 """
 
 from __future__ import annotations

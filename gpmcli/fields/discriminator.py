@@ -1,6 +1,6 @@
 """Discriminator fields: the realness ``d(x, t)``, its per-sample input gradient, and the particle velocity.
 
-ALGORITHMS.md sections 4, 5 and 7. A discriminator checkpoint's config says how to read its network::
+docs/algorithms.md#4-discriminator-flow, #5-diffflow and #7-ddls. A discriminator checkpoint's config says how to read its network::
 
     "output": "logit" | "prob" | "critic",    # prob (a network ending in a sigmoid) becomes a logit
     "loss":   "vanilla" | "ipm" | "hinge",     # sets the particle velocity v = -grad c(f(x))
@@ -11,9 +11,9 @@ Network call: ``net(x)`` when ``time`` is null, else ``net(x, t)`` with ``t`` th
 noise level ``sigma`` (sigma-conditioned); ``t`` is a tensor of shape ``(B,)``.
 
 The *realness* ``r(x)`` is the oriented output: ``r = f`` (the logit, or a critic's raw score) unless the config says
-``"real": "low"`` (GPM's IPM discriminators are trained low on real data, section 4), then ``r = -f``. Velocities in
+``"real": "low"`` (GPM's IPM discriminators are trained low on real data, docs/algorithms.md#4-discriminator-flow), then ``r = -f``. Velocities in
 terms of ``r``: vanilla ``sigmoid(-r) grad r`` (= ``-grad softplus(-f)``), IPM and hinge ``grad r``; with
-``"real": "low"`` the IPM velocity is ``-grad f`` exactly as section 4 writes it. DDLS uses ``d = r`` (section 7: the
+``"real": "low"`` the IPM velocity is ``-grad f`` exactly as docs/algorithms.md#4-discriminator-flow writes it. DDLS uses ``d = r`` (docs/algorithms.md#7-ddls: the
 pre-sigmoid logit, or a critic's raw output). DiffFlow uses ``grad r`` as the log-density-ratio gradient
 ``grad log(q/p)`` (logistic loss only).
 
@@ -81,7 +81,7 @@ class DiscriminatorField(nn.Module):
         return input_grad(lambda xx: self.realness(xx, **t), x)
 
     def velocity(self, x: torch.Tensor, **t) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(r(x), v(x))`` with the particle velocity ``v = -grad c(f(x))`` of the loss (section 4)."""
+        """``(r(x), v(x))`` with the particle velocity ``v = -grad c(f(x))`` of the loss (docs/algorithms.md#4-discriminator-flow)."""
         r, g = self.grad(x, **t)
         return r, velocity_from_grad(self.loss, r, g)
 

@@ -1,4 +1,4 @@
-"""Latent-space fields of a GAN: the generator map and the DDLS energy (ALGORITHMS.md sections 6 and 7).
+"""Latent-space fields of a GAN: the generator map and the DDLS energy (docs/algorithms.md#6-gans-and-score-gan, #7-ddls).
 
 ``E(z) = 1/2 |z|^2 - d(G(z))`` with ``d`` the discriminator's realness (its pre-sigmoid logit, or a critic's raw
 score; see :mod:`gpmcli.fields.discriminator`). ``exp(-E)`` is proportional to ``p0(z) exp(d(G(z)))``, the latent

@@ -1,4 +1,4 @@
-"""Data-score fields from any parameterisation, reduced to one denoiser ``D(x, sigma)`` (ALGORITHMS.md section 1).
+"""Data-score fields from any parameterisation, reduced to one denoiser ``D(x, sigma)`` (docs/algorithms.md#1-score-parameterisations).
 
 A score checkpoint's config says how its network's output maps to a denoiser::
 
@@ -16,13 +16,12 @@ network was trained with, set by ``"noise_cond"``: ``"sigma"`` (default for ``sc
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from gpmcli.errors import UsageError
 from gpmcli.fields.base import Component, Denoiser, expand_sigma
+from gpmcli.fields.schedules import alphas_cumprod_from_schedule
 
 
 class EDMDenoiser(Denoiser):
@@ -78,33 +77,6 @@ class X0Denoiser(Denoiser):
 
     def forward(self, x, sigma):
         return self.net(x, _noise_cond(self.noise_cond, sigma.to(x.dtype))).to(x.dtype)
-
-
-def alphas_cumprod_from_schedule(schedule: dict) -> torch.Tensor:
-    """Discrete DDPM ``alpha_bar_k`` (k = 0..T-1, float64) from a config ``schedule``."""
-    if not isinstance(schedule, dict):
-        raise UsageError("eps parameterization needs a 'schedule' object")
-    if "alphas_cumprod" in schedule or schedule.get("kind") == "alphas_cumprod":
-        ac = torch.as_tensor(schedule.get("alphas_cumprod", schedule.get("values")), dtype=torch.float64)
-    else:
-        kind = schedule.get("kind", "linear")
-        t = int(schedule.get("num_train_timesteps", 1000))
-        if kind in ("linear", "scaled_linear"):
-            b0, b1 = float(schedule.get("beta_start", 1e-4)), float(schedule.get("beta_end", 0.02))
-            if kind == "linear":
-                betas = torch.linspace(b0, b1, t, dtype=torch.float64)
-            else:
-                betas = torch.linspace(b0**0.5, b1**0.5, t, dtype=torch.float64) ** 2
-        elif kind in ("cosine", "squaredcos_cap_v2"):
-            s = float(schedule.get("s", 0.008))
-            f = lambda u: math.cos((u + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
-            betas = torch.tensor([min(1 - f((i + 1) / t) / f(i / t), 0.999) for i in range(t)], dtype=torch.float64)
-        else:
-            raise UsageError(f"unknown eps schedule kind {kind!r}: linear, scaled_linear, cosine or alphas_cumprod")
-        ac = torch.cumprod(1.0 - betas, 0)
-    if ac.ndim != 1 or len(ac) < 2 or not bool(((ac > 0) & (ac < 1)).all()) or not bool((ac[1:] < ac[:-1]).all()):
-        raise UsageError("eps schedule: alphas_cumprod must be a decreasing sequence in (0, 1)")
-    return ac
 
 
 class EpsDenoiser(Denoiser):

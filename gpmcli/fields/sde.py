@@ -1,4 +1,4 @@
-"""VE, VP and sub-VP SDEs (Song et al. 2021; ALGORITHMS.md section 2) on top of a sigma-space denoiser.
+"""VE, VP and sub-VP SDEs (Song et al. 2021; docs/algorithms.md#2-sdes) on top of a sigma-space denoiser.
 
 Every SDE here has a Gaussian perturbation kernel ``x_t = m(t) x0 + s(t) z``. In sigma-space that is
 ``x_t / m(t) = x0 + sigma(t) z`` with ``sigma(t) = s(t) / m(t)``, so the score of the SDE's marginal is obtained from
@@ -8,6 +8,11 @@ any :class:`~gpmcli.fields.base.Denoiser` (whatever network parameterisation pro
 
 This is the map that lets a VE/EDM model run in VP samplers and a VP (DDPM) model in sigma-space samplers.
 Time coefficients are computed in float64 and cast to the state's dtype.
+
+Each SDE also carries its discretisation for the PC sampler (:func:`gpmcli.samplers.pc.pc_sample`): predictor steps
+:meth:`SDE.euler_maruyama_step`, :meth:`SDE.reverse_diffusion_step`, :meth:`SDE.ancestral_step` and the corrector
+weight :meth:`SDE.corrector_alpha` (docs/algorithms.md#pc-sampler). Every step is :func:`gpmcli.integrate.em_step`
+and returns ``(x, x_mean)``.
 """
 
 from __future__ import annotations
@@ -17,103 +22,10 @@ import math
 import torch
 
 from gpmcli.errors import UsageError
-from gpmcli.fields.base import Denoiser
-
-
-def _t64(t, like: torch.Tensor | None = None) -> torch.Tensor:
-    dev = like.device if like is not None else None
-    return torch.as_tensor(t, dtype=torch.float64, device=dev)
-
-
-def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """A (B,) or scalar coefficient as (B, 1, ..., 1) in x's dtype."""
-    v = v.to(dtype=x.dtype, device=x.device)
-    if v.ndim == 0:
-        v = v.expand(x.shape[0])
-    return v.reshape(-1, *([1] * (x.ndim - 1)))
-
-
-class SDE:
-    """Forward SDE ``dx = f(x, t) dt + g(t) dw`` on t in [0, T = 1] with a Gaussian kernel."""
-
-    name = "sde"
-    T = 1.0
-    eps = 1e-3
-
-    def __init__(self, n: int = 1000):
-        if n < 1:
-            raise UsageError("--steps must be >= 1")
-        self.N = int(n)
-
-    # -- kernel ---------------------------------------------------------------------------------------------------
-    def marginal(self, t) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(m(t), s(t))``: mean coefficient and std of ``x_t | x0`` (float64)."""
-        raise NotImplementedError
-
-    def sigma(self, t) -> torch.Tensor:
-        """Noise level in sigma-space, ``s(t) / m(t)``."""
-        m, s = self.marginal(t)
-        return s / m
-
-    def t_of_sigma(self, sigma) -> torch.Tensor:
-        raise NotImplementedError
-
-    def f(self, x: torch.Tensor, t) -> torch.Tensor:
-        raise NotImplementedError
-
-    def g2(self, t) -> torch.Tensor:
-        raise NotImplementedError
-
-    def g(self, t) -> torch.Tensor:
-        return torch.sqrt(self.g2(t))
-
-    @property
-    def prior_std(self) -> float:
-        raise NotImplementedError
-
-    # -- fields ---------------------------------------------------------------------------------------------------
-    def score(self, den: Denoiser, x: torch.Tensor, t) -> torch.Tensor:
-        """``grad log p_t(x)`` from a sigma-space denoiser (t scalar or (B,))."""
-        m, s = self.marginal(_t64(t, x))
-        return self.score_ms(den, x, m, s)
-
-    @staticmethod
-    def score_ms(den: Denoiser, x: torch.Tensor, m, s) -> torch.Tensor:
-        """Score of ``x = m x0 + s z`` given the kernel coefficients (float64 scalars or (B,) tensors)."""
-        m, s = _t64(m, x), _t64(s, x)
-        sig = (s / m)
-        if sig.ndim == 0:
-            sig = sig.expand(x.shape[0])
-        mb, sb = _bcast(m, x), _bcast(s, x)
-        d = den(x / mb, sig.to(x.dtype))
-        return (mb * d - x) / sb**2
-
-    @staticmethod
-    def denoise_ms(den: Denoiser, x: torch.Tensor, m, s) -> torch.Tensor:
-        """Tweedie's posterior mean ``E[x0 | x_t = x]``."""
-        m, s = _t64(m, x), _t64(s, x)
-        sig = (s / m)
-        if sig.ndim == 0:
-            sig = sig.expand(x.shape[0])
-        return den(x / _bcast(m, x), sig.to(x.dtype))
-
-    def reverse_drift(self, den: Denoiser, x: torch.Tensor, t, probability_flow: bool = False) -> torch.Tensor:
-        """``f - g^2 s`` (reverse SDE) or ``f - g^2 s / 2`` (probability-flow ODE), per unit forward time."""
-        t = _t64(t, x)
-        w = 0.5 if probability_flow else 1.0
-        return self.f(x, t) - w * _bcast(self.g2(t), x) * self.score(den, x, t)
-
-    # -- discrete ladder ------------------------------------------------------------------------------------------
-    def discrete_marginal(self, i: int) -> tuple[float, float]:
-        """Kernel ``(m_i, s_i)`` of level ``i`` (0 = least noise) of the N-level ladder."""
-        raise NotImplementedError
-
-    def timesteps(self, device=None) -> torch.Tensor:
-        """The reverse-time grid ``linspace(T, eps, N)`` (float64)."""
-        return torch.linspace(self.T, self.eps, self.N, dtype=torch.float64, device=device)
-
-    def describe(self) -> dict:
-        raise NotImplementedError
+from gpmcli.fields import schedules
+from gpmcli.fields.base import Denoiser, expand_sigma
+from gpmcli.fields.sde_base import SDE, _t64
+from gpmcli.integrate import em_step
 
 
 class VESDE(SDE):
@@ -128,8 +40,7 @@ class VESDE(SDE):
             raise UsageError(f"VE SDE needs 0 < sigma_min < sigma_max (got {sigma_min}, {sigma_max})")
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
-        self.discrete_sigmas = torch.exp(torch.linspace(math.log(sigma_min), math.log(sigma_max), self.N,
-                                                        dtype=torch.float64))
+        self.discrete_sigmas = schedules.ve_discrete_sigmas(sigma_min, sigma_max, self.N)
 
     def marginal(self, t):
         t = _t64(t)
@@ -153,6 +64,26 @@ class VESDE(SDE):
     def discrete_marginal(self, i: int):
         return 1.0, float(self.discrete_sigmas[i])
 
+    def reverse_diffusion_step(self, den, x, t, lvl, xi):
+        """``f_i = 0``, ``G_i^2 = sigma_i^2 - sigma_{i-1}^2`` (sigma_{-1} = 0): Song et al. (2021) Algorithm 2, lines 3-5."""
+        sig = float(self.discrete_sigmas[lvl])
+        adj = float(self.discrete_sigmas[lvl - 1]) if lvl > 0 else 0.0
+        g2 = sig**2 - adj**2
+        return em_step(x, g2 * self.score(den, x, t), 1.0, math.sqrt(g2), xi)
+
+    def ancestral_step(self, den, x, lvl, xi, **ddpm):
+        """NCSN's ancestral step: mean ``x + (sigma_i^2 - sigma_{i-1}^2) s``, std
+        ``sqrt(sigma_{i-1}^2 (sigma_i^2 - sigma_{i-1}^2) / sigma_i^2)``, score at the level's own marginal."""
+        m, sd = self.discrete_marginal(lvl)
+        s = self.score_ms(den, x, m, sd)
+        sig = float(self.discrete_sigmas[lvl])
+        adj = float(self.discrete_sigmas[lvl - 1]) if lvl > 0 else 0.0
+        std = math.sqrt(adj**2 * (sig**2 - adj**2) / sig**2)
+        return em_step(x, (sig**2 - adj**2) * s, 1.0, std, xi)
+
+    def corrector_alpha(self, lvl):
+        return 1.0
+
     def describe(self):
         return {"sde": "ve", "sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "N": self.N, "eps": self.eps}
 
@@ -169,9 +100,9 @@ class VPSDE(SDE):
         self.beta_0, self.beta_1 = float(beta_min), float(beta_max)
         if self.beta_1 / self.N >= 1.0:
             raise UsageError(f"VP ladder with N = {self.N} has beta_N = beta_max / N >= 1; use --steps > {self.beta_1:g}")
-        self.discrete_betas = torch.linspace(beta_min / self.N, beta_max / self.N, self.N, dtype=torch.float64)
+        self.discrete_betas = schedules.vp_discrete_betas(beta_min, beta_max, self.N)
         self.alphas = 1.0 - self.discrete_betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, 0)
+        self.alphas_cumprod = schedules.alphas_cumprod(self.discrete_betas)
 
     def _log_mean(self, t):
         t = _t64(t)
@@ -191,7 +122,7 @@ class VPSDE(SDE):
         return (-self.beta_0 + torch.sqrt(self.beta_0**2 + 4 * a * c)) / (2 * a)
 
     def f(self, x, t):
-        return -0.5 * _bcast(self.beta(t), x) * x
+        return -0.5 * expand_sigma(self.beta(t), x) * x
 
     def g2(self, t):
         return self.beta(t)
@@ -203,6 +134,30 @@ class VPSDE(SDE):
     def discrete_marginal(self, i: int):
         a = float(self.alphas_cumprod[i])
         return math.sqrt(a), math.sqrt(1.0 - a)
+
+    def reverse_diffusion_step(self, den, x, t, lvl, xi):
+        """``f_i = (sqrt(alpha_i) - 1) x``, ``G_i = sqrt(beta_i)``: Song et al. (2021) Algorithm 3, lines 3-5."""
+        beta = float(self.discrete_betas[lvl])
+        drift = (1.0 - math.sqrt(1.0 - beta)) * x + beta * self.score(den, x, t)  # -f_i + G_i^2 s
+        return em_step(x, drift, 1.0, math.sqrt(beta), xi)
+
+    def ancestral_step(self, den, x, lvl, xi, variance: str = "large", clip_x0: bool = False, data_range=None):
+        """DDPM's ancestral step: ``(x + beta_i s) / sqrt(1 - beta_i)`` with variance beta_i; ``variance="small"``
+        (beta-tilde) or ``clip_x0`` use the posterior ``q(x_{i-1} | x_i, x0_hat)`` with the (clipped) x0 estimate."""
+        m, sd = self.discrete_marginal(lvl)
+        s = self.score_ms(den, x, m, sd)
+        beta = float(self.discrete_betas[lvl])
+        if variance == "large" and not clip_x0:
+            return em_step(x, (x + beta * s) / math.sqrt(1.0 - beta) - x, 1.0, math.sqrt(beta), xi)
+        ac = m * m
+        ac_prev = float(self.alphas_cumprod[lvl - 1]) if lvl > 0 else 1.0
+        x0 = (x + sd * sd * s) / m
+        if clip_x0:
+            lo, hi = data_range or (-1.0, 1.0)
+            x0 = x0.clamp(lo, hi)
+        mean = (math.sqrt(ac_prev) * beta / (1 - ac)) * x0 + (math.sqrt(1 - beta) * (1 - ac_prev) / (1 - ac)) * x
+        var = beta if variance == "large" else max((1 - ac_prev) / (1 - ac) * beta, 1e-20)
+        return em_step(x, mean - x, 1.0, math.sqrt(var), xi)
 
     def describe(self):
         return {"sde": "vp", "beta_min": self.beta_0, "beta_max": self.beta_1, "N": self.N, "eps": self.eps}
@@ -231,6 +186,9 @@ class SubVPSDE(VPSDE):
 
     def discrete_marginal(self, i: int):
         raise UsageError("the sub-VP SDE has no discrete ladder; use --predictor euler-maruyama or reverse-diffusion")
+
+    reverse_diffusion_step = SDE.reverse_diffusion_step  # no discrete ladder: the generic discretisation
+    ancestral_step = SDE.ancestral_step
 
     def describe(self):
         return {"sde": "subvp", "beta_min": self.beta_0, "beta_max": self.beta_1, "N": self.N, "eps": self.eps}

@@ -1,8 +1,8 @@
-"""``--model ddls``: Discriminator Driven Latent Sampling (Che et al. 2020; ALGORITHMS.md section 7).
+"""``--model ddls``: Discriminator Driven Latent Sampling (Che et al. 2020; docs/algorithms.md#7-ddls).
 
 Langevin dynamics in a GAN's latent space on ``E(z) = 1/2 |z|^2 - d(G(z))``:
 ``z <- z - (eps/2) grad E(z) + sqrt(eps) xi`` (the shared :func:`~gpmcli.samplers.integrate.em_step` with drift
-``-grad E``, dt ``eps/2``, noise scale ``sqrt(eps)``), output ``G(z_N)``. In the general form
+``-grad E``, dt ``eps/2``, noise scale ``sqrt(eps)``), output ``G(z_N)``; :func:`ddls_chain` is the loop. In the general form
 ``z <- z - eta grad E + sigma xi`` the chain samples ``exp(-E / T)`` with ``T = sigma^2 / (2 eta)``; DDLS's step has
 ``T = 1``, which run.json reports. ``--mala`` adds a Metropolis-Hastings accept/reject (exact ``exp(-E)`` for any step
 size) and reports the acceptance rate. Diagnostics at 10 points of the chain: mean ``d(G(z))``, mean ``|z|^2``, mean
@@ -23,13 +23,14 @@ import math
 
 import torch
 
-from gpmcli.errors import UsageError
 from gpmcli.fields.base import Bundle
 from gpmcli.fields.discriminator import discriminator_from_component
 from gpmcli.fields.latent import GeneratorMap, LatentEnergy, latent_shape_of, range_map
 from gpmcli.noise import BatchNoise
-from gpmcli.samplers import SampleResult, SamplerSpec, param, register_kind
-from gpmcli.samplers.integrate import em_step
+from gpmcli.integrate import em_step
+from gpmcli.samplers import SampleResult, SamplerSpec, param, register_kind, uses
+from gpmcli.samplers.scorekit import normal
+from gpmcli.samplers.trajectory import frames_of, recorder
 
 log = logging.getLogger("gpm")
 
@@ -70,49 +71,57 @@ class DDLSSampler:
         return lme
 
     def __call__(self, noise: BatchNoise, *, trajectory: bool = False) -> SampleResult:
-        eps, n = self.step, self.n_steps
-        every = max(1, n // self.n_reports)
-        frame_every = max(1, n // 60)
-        rows, frames = [], []
+        rec = recorder(trajectory, self.n_steps, transform=self.energy.generator)
         with torch.inference_mode():
             z = noise.randn(*self.latent_shape)
-            e, g, d = self.energy.energy_grad(z)
-            d0 = d
-            lme0 = self.check_calibration(d0)
-            accepted = torch.zeros(z.shape[0], device=z.device)
-            if trajectory:
-                frames.append(self.energy.generator(z))
-            for i in range(n):
-                xi = noise.randn(*self.latent_shape, dtype=z.dtype)
-                zp, _ = em_step(z, -g, eps / 2, math.sqrt(eps), xi)
-                ep, gp, dp = self.energy.energy_grad(zp)
-                if self.mala:
-                    # log q(z | z') - log q(z' | z) for the Langevin proposal q(z'|z) = N(z - eps/2 grad E(z), eps I)
-                    fwd = -0.5 * _sqnorm(xi)
-                    bwd = -_sqnorm(z - zp + 0.5 * eps * gp) / (2 * eps)
-                    log_alpha = (e - ep) + bwd - fwd
-                    u = noise.rand(dtype=z.dtype)
-                    acc = torch.log(u) < log_alpha
-                    accepted += acc.to(accepted.dtype)
-                    m = acc.reshape(-1, *([1] * (z.ndim - 1)))
-                    z, g = torch.where(m, zp, z), torch.where(m, gp, g)
-                    e, d = torch.where(acc, ep, e), torch.where(acc, dp, d)
-                else:
-                    z, e, g, d = zp, ep, gp, dp
-                if i % every == every - 1 or i == n - 1:
-                    rows.append(torch.stack([torch.tensor(float(i + 1), device=z.device), d.mean(), _sqnorm(z).mean(),
-                                             _sqnorm(g).sqrt().mean()]))
-                if trajectory and (i % frame_every == frame_every - 1 or i == n - 1):
-                    frames.append(self.energy.generator(z))
+            z, diag = ddls_chain(self.energy, z, self.n_steps, self.step, noise, rec, mala=self.mala,
+                                 n_reports=self.n_reports, on_start=self.check_calibration)
             x = self.energy.generator(z)
-            diag = {"mean_d_start": float(d0.mean()), "mean_d_end": float(d.mean()), "log_mean_exp_d_start": lme0}
-            if rows:
-                table = torch.stack(rows).tolist()
-                diag["every"] = [{"step": int(r[0]), "mean_d": r[1], "mean_z2": r[2], "mean_grad_norm": r[3]}
-                                 for r in table]
-            if self.mala:
-                diag["acceptance_rate"] = float(accepted.mean()) / max(n, 1)
-        return SampleResult(x, n + 1, frames if trajectory else None, diag)
+        return SampleResult(x, self.n_steps + 1, frames_of(rec), diag)
+
+
+def ddls_chain(energy: LatentEnergy, z: torch.Tensor, n: int, eps: float, noise: BatchNoise | None = None,
+               callback=None, *, mala: bool = False, n_reports: int = 10, on_start=None):
+    """``n`` Langevin steps ``z <- z - (eps/2) grad E(z) + sqrt(eps) xi`` on ``energy`` (MALA accept/reject when
+    ``mala``). Returns ``(z_n, diagnostics)``; ``on_start(d0)`` sees the starting realness (calibration check)."""
+    every = max(1, n // n_reports)
+    rows = []
+    e, g, d = energy.energy_grad(z)
+    d0 = d
+    lme0 = on_start(d0) if on_start is not None else log_mean_exp(d0)
+    accepted = torch.zeros(z.shape[0], device=z.device)
+    if callback is not None:
+        callback({"i": 0, "x": z})
+    for i in range(n):
+        xi = normal(noise, z)
+        zp, _ = em_step(z, -g, eps / 2, math.sqrt(eps), xi)
+        ep, gp, dp = energy.energy_grad(zp)
+        if mala:
+            # log q(z | z') - log q(z' | z) for the Langevin proposal q(z'|z) = N(z - eps/2 grad E(z), eps I)
+            fwd = -0.5 * _sqnorm(xi)
+            bwd = -_sqnorm(z - zp + 0.5 * eps * gp) / (2 * eps)
+            log_alpha = (e - ep) + bwd - fwd
+            u = noise.rand(dtype=z.dtype) if noise is not None else torch.rand(z.shape[0], dtype=z.dtype)
+            acc = torch.log(u) < log_alpha
+            accepted += acc.to(accepted.dtype)
+            m = acc.reshape(-1, *([1] * (z.ndim - 1)))
+            z, g = torch.where(m, zp, z), torch.where(m, gp, g)
+            e, d = torch.where(acc, ep, e), torch.where(acc, dp, d)
+        else:
+            z, e, g, d = zp, ep, gp, dp
+        if i % every == every - 1 or i == n - 1:
+            rows.append(torch.stack([torch.tensor(float(i + 1), device=z.device), d.mean(), _sqnorm(z).mean(),
+                                     _sqnorm(g).sqrt().mean()]))
+        if callback is not None:
+            callback({"i": i + 1, "x": z, "final": i == n - 1})
+    diag = {"mean_d_start": float(d0.mean()), "mean_d_end": float(d.mean()), "log_mean_exp_d_start": lme0}
+    if rows:
+        table = torch.stack(rows).tolist()
+        diag["every"] = [{"step": int(r[0]), "mean_d": r[1], "mean_z2": r[2], "mean_grad_norm": r[3]}
+                         for r in table]
+    if mala:
+        diag["acceptance_rate"] = float(accepted.mean()) / max(n, 1)
+    return z, diag
 
 
 def build(bundle: Bundle, params: dict) -> DDLSSampler:
@@ -123,11 +132,10 @@ def build(bundle: Bundle, params: dict) -> DDLSSampler:
     to_disc = range_map(gen_c.data_range, disc_c.data_range)
     energy = LatentEnergy(gen, disc, to_disc)
     resolved: dict = {}
+    params = SPEC.resolve(params)  # typed and checked
     eps = float(param(params, "ddls_step", 0.01, resolved))
     steps = int(param(params, "ddls_steps", 1000, resolved))
     mala = bool(param(params, "mala", False, resolved))
-    if eps <= 0 or steps < 0:
-        raise UsageError("--ddls-step must be positive and --ddls-steps >= 0")
     # general Langevin form z <- z - eta grad E + sigma xi with eta = eps/2, sigma = sqrt(eps)
     resolved.update(temperature=eps / (2 * (eps / 2)), temperature_formula="T = sigma^2 / (2 eta)",
                     energy="E(z) = 1/2 |z|^2 - d(G(z))", d=f"realness of a {disc_c.config.get('output', 'logit')} "
@@ -143,5 +151,6 @@ def build(bundle: Bundle, params: dict) -> DDLSSampler:
     return sampler
 
 
-register_kind(SamplerSpec("ddls", ("generator", "discriminator"), build,
-                          "DDLS: Langevin in a GAN's latent space on E(z) = |z|^2/2 - d(G(z))"))
+SPEC = register_kind(SamplerSpec("ddls", ("generator", "discriminator"), build,
+                                 "DDLS: Langevin in a GAN's latent space on E(z) = |z|^2/2 - d(G(z))",
+                                 uses("ddls_step", "ddls_steps", "mala")))

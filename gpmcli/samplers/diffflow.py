@@ -1,11 +1,12 @@
-"""``--model diffflow``: DiffFlow (Zhang et al. 2023) in the explicit form of ALGORITHMS.md section 5.
+"""``--model diffflow``: DiffFlow (Zhang et al. 2023) in the explicit form of docs/algorithms.md#5-diffflow.
 
     dx = [f + (beta - gamma + lam^2/2) s + (gamma - lam^2/2) grad d] dt + lam dW,   lam(t) = l * sqrt(2 gamma(t))
 
 with ``s`` the data score and ``grad d`` the logistic discriminator's log-density-ratio gradient. The Fokker-Planck
 velocity does not contain ``lam``: the particle marginals are the same for every ``l`` (Marginal Preserving
-Property). Two families, one step each (:func:`diffflow_ve_step`, :func:`diffflow_kl_step`), both the shared
-Euler-Maruyama step :func:`~gpmcli.samplers.integrate.em_step` with a DiffFlow drift:
+Property). Two families, one loop each (:func:`diffflow_ve`, :func:`diffflow_kl`) of one step each
+(:func:`diffflow_ve_step`, :func:`diffflow_kl_step`), both the Euler-Maruyama step :func:`gpmcli.integrate.em_step`
+that the PC predictors (:meth:`gpmcli.fields.sde.VESDE.reverse_diffusion_step`) take, with a DiffFlow drift:
 
 - ``ve``: ``x <- x + 1/2 D [(1 + l^2) s + (1 - l^2) grad d] + l sqrt(D) xi``, ``D = sigma_k^2 - sigma_{k+1}^2``.
   ``l = 1`` is the VE reverse-diffusion predictor, ``l = 0`` the probability-flow Euler step plus ``1/2 D grad d``.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -27,8 +29,11 @@ from gpmcli.fields.base import Bundle
 from gpmcli.fields.discriminator import DiscriminatorField, discriminator_from_component
 from gpmcli.fields.score import denoiser_from_component
 from gpmcli.noise import BatchNoise
-from gpmcli.samplers import SampleResult, SamplerSpec, param, register_kind
-from gpmcli.samplers.integrate import edm_sigmas, em_step
+from gpmcli.fields.schedules import edm_sigmas
+from gpmcli.integrate import em_step
+from gpmcli.samplers import SampleResult, SamplerSpec, param, register_kind, uses
+from gpmcli.samplers.scorekit import normal
+from gpmcli.samplers.trajectory import frames_of, recorder
 
 log = logging.getLogger("gpm")
 
@@ -55,6 +60,40 @@ def diffflow_kl_step(x, score, grad_d, eta: float, lam: float, xi=None):
     return em_step(x, drift, eta, lam * math.sqrt(2.0 * eta), xi)
 
 
+def _flow(denoiser, disc, x, sigmas, n: int, step, noise, callback, lam: float):
+    """The loop both families share: ``step(k, x, s, grad_d, xi) -> (x, x_mean)`` at level ``sigmas[k]``."""
+    use_d = lam != 1.0
+    x_mean, nfe = x, 0
+    if callback is not None:
+        callback({"i": 0, "x": x})
+    for k in range(n):
+        sigma, last = sigmas[k], k == n - 1
+        s = denoiser.score(x, sigma)
+        g = disc.grad(x, k=k, n=n, sigma=sigma)[1] if use_d else None
+        nfe += 1 + int(use_d)
+        xi = normal(noise, x) if (lam > 0 and not last) else None  # the last step returns its noise-free mean
+        x, x_mean = step(k, x, s, g, xi)
+        if callback is not None:
+            callback({"i": k + 1, "x": x_mean if last else x, "sigma": sigma, "final": last})
+    return x_mean, nfe
+
+
+def diffflow_ve(denoiser, disc, x: torch.Tensor, sigmas: Sequence[float], noise: BatchNoise | None = None,
+                callback: Callable[[dict], None] | None = None, *, lam: float = 0.5):
+    """The ``ve`` family from ``x`` (prior draw, std ``sigmas[0]``) down the decreasing ``sigmas`` (ending in 0).
+    Returns ``(x, nfe)``."""
+    return _flow(denoiser, disc, x, sigmas, len(sigmas) - 1, lambda k, x, s, g, xi: diffflow_ve_step(
+        x, s, g, sigmas[k] ** 2 - sigmas[k + 1] ** 2, lam, xi), noise, callback, lam)
+
+
+def diffflow_kl(denoiser, disc, x: torch.Tensor, sigmas: Sequence[float], etas: Sequence[float],
+                noise: BatchNoise | None = None, callback: Callable[[dict], None] | None = None, *,
+                lam: float = 0.5):
+    """The ``kl`` family: one step of size ``etas[k]`` at each level ``sigmas[k]``. Returns ``(x, nfe)``."""
+    return _flow(denoiser, disc, x, sigmas, len(etas), lambda k, x, s, g, xi: diffflow_kl_step(
+        x, s, g, etas[k], lam, xi), noise, callback, lam)
+
+
 class DiffFlowSampler:
     """Integrates DiffFlow on a fixed noise grid. ``init(noise)`` draws the starting particles (replaceable)."""
 
@@ -76,32 +115,15 @@ class DiffFlowSampler:
                  snapshot_steps: tuple[int, ...] | None = None) -> SampleResult:
         """Run the flow. ``snapshot_steps``: return, as the trajectory, the particles after exactly those numbers of
         steps (for tests of intermediate marginals) instead of evenly spaced frames."""
-        n, lam, use_d = self.n_steps, self.lam, self.lam != 1.0
-        every = max(1, n // 60)
-        frames, nfe = [], 0
-        snaps = set(snapshot_steps or ())
+        snaps = set(snapshot_steps or ()) - {0}
+        rec = recorder(trajectory or bool(snaps), self.n_steps, at=snaps or None)
         with torch.inference_mode():
             x = self.init(noise)
-            x_mean = x
-            if trajectory and not snaps:
-                frames.append(x)
-            for k in range(n):
-                sigma = self.sigmas[k]
-                last = k == n - 1
-                s = self.denoiser.score(x, sigma)
-                g = self.disc.grad(x, k=k, n=n, sigma=sigma)[1] if use_d else None
-                nfe += 1 + int(use_d)
-                xi = noise.randn(*self.data_shape, dtype=x.dtype) if (lam > 0 and not last) else None
-                if self.family == "ve":
-                    x, x_mean = diffflow_ve_step(x, s, g, sigma**2 - self.sigmas[k + 1] ** 2, lam, xi)
-                else:
-                    x, x_mean = diffflow_kl_step(x, s, g, self.etas[k], lam, xi)
-                if snaps:
-                    if k + 1 in snaps:
-                        frames.append(x_mean if last else x)
-                elif trajectory and (k % every == every - 1 or last):
-                    frames.append(x_mean if last else x)
-        return SampleResult(x_mean, nfe, frames if (trajectory or snaps) else None)
+            if self.family == "ve":
+                x, nfe = diffflow_ve(self.denoiser, self.disc, x, self.sigmas, noise, rec, lam=self.lam)
+            else:
+                x, nfe = diffflow_kl(self.denoiser, self.disc, x, self.sigmas, self.etas, noise, rec, lam=self.lam)
+        return SampleResult(x, nfe, frames_of(rec))
 
 
 def _grid(params, resolved, den, tcfg) -> list[float]:
@@ -116,8 +138,6 @@ def _grid(params, resolved, den, tcfg) -> list[float]:
         log.warning(f"warning: --{overrides[0].replace('_', '-')} replaces the noise grid the discriminator was "
                     "trained on; its ratio estimate is only meaningful on that grid")
     steps = int(param(params, "steps", int(tcfg.get("n_steps") or DEFAULT_STEPS), resolved))
-    if steps < 1:
-        raise UsageError("--steps must be >= 1")
     smin = float(param(params, "sigma_min", den.sigma_min, resolved))
     smax = float(param(params, "sigma_max", den.sigma_max, resolved))
     rho = float(param(params, "rho", 7.0, resolved))
@@ -133,14 +153,11 @@ def build(bundle: Bundle, params: dict) -> DiffFlowSampler:
     disc = discriminator_from_component(disc_c)
     tcfg = dict(disc_c.config.get("time") or {})
     resolved: dict = {}
+    params = SPEC.resolve(params)  # typed and checked; the defaults below come from the checkpoints
     family = param(params, "family", tcfg.get("family") or "ve", resolved)
-    if family not in ("ve", "kl"):
-        raise UsageError(f"--family must be ve or kl, not {family!r}")
     if tcfg.get("family") and tcfg["family"] != family:
         log.warning(f"warning: the discriminator was trained for the {tcfg['family']} family, sampling with {family}")
     lam = float(param(params, "lambda", 0.5, resolved))
-    if lam < 0:
-        raise UsageError("--lambda must be >= 0")
     if disc.loss != "vanilla" and lam != 1.0:
         log.warning(f"warning: DiffFlow reads grad d as a log density ratio, which needs the logistic (vanilla) loss; "
                     f"this discriminator was trained with {disc.loss}")
@@ -158,8 +175,6 @@ def build(bundle: Bundle, params: dict) -> DiffFlowSampler:
             resolved.update(eta="per step", eta_k="discriminator config")
         else:
             eta = float(param(params, "eta", tcfg.get("eta") or DEFAULT_KL_ETA, resolved))
-            if eta <= 0:
-                raise UsageError("--eta must be positive")
             etas = [eta * s**2 for s in sigmas]
             resolved["eta_k"] = "eta * sigma_k^2"
         grid = sigmas
@@ -170,5 +185,7 @@ def build(bundle: Bundle, params: dict) -> DiffFlowSampler:
                            data_range=score_c.data_range, prior_std=prior, resolved=resolved)
 
 
-register_kind(SamplerSpec("diffflow", ("score", "discriminator"), build,
-                          "DiffFlow: data score + logistic discriminator, --lambda from GAN-like (0) to diffusion (1)"))
+SPEC = register_kind(SamplerSpec(
+    "diffflow", ("score", "discriminator"), build,
+    "DiffFlow: data score + logistic discriminator, --lambda from GAN-like (0) to diffusion (1)",
+    uses("family", "lambda", "steps", "sigma_min", "sigma_max", "rho", "eta")))

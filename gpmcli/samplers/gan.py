@@ -1,4 +1,4 @@
-"""``--model gan`` and ``--model score-gan``: Int-PM generators (ALGORITHMS.md section 6).
+"""``--model gan`` and ``--model score-gan``: Int-PM generators (docs/algorithms.md#6-gans-and-score-gan).
 
 A GAN and a Score GAN were trained by moving their *generator* along the particle field; sampling is one pass
 ``x = G(z)``, ``z ~ N(0, I)`` of the checkpoint's latent shape, generator in eval mode (saved BatchNorm statistics).
@@ -36,5 +36,5 @@ def build(bundle: Bundle, params: dict) -> GeneratorSampler:
     return GeneratorSampler(gen, comp.data_range, resolved)
 
 
-register_kind(SamplerSpec("gan", ("generator",), build, "GAN generator: one pass x = G(z)"))
-register_kind(SamplerSpec("score-gan", ("generator",), build, "Score GAN generator: one pass x = G(z)"))
+register_kind(SamplerSpec("gan", ("generator",), build, "GAN generator: one pass x = G(z)", options=()))
+register_kind(SamplerSpec("score-gan", ("generator",), build, "Score GAN generator: one pass x = G(z)", options=()))

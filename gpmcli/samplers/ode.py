@@ -1,4 +1,6 @@
-"""Probability-flow ODE sampler (Song et al. 2021; ALGORITHMS.md section 3): kind ``ode``.
+"""Probability-flow ODE sampler (Song et al. 2021; docs/algorithms.md#probability-flow-ode): kind ``ode``.
+
+:func:`ode_sample` is the loop (a library user calls it with their own particles and sigma range).
 
 ``dx/dt = f(x, t) - g(t)^2 grad log p_t(x) / 2`` integrated from t = 1 to eps. gpm integrates it after the exact
 change of variables ``x~ = x / m(t)``, ``u = ln sigma(t)`` (sigma(t) = s(t)/m(t)), where it reads
@@ -25,10 +27,12 @@ import torch
 
 from gpmcli.errors import NumericalError, UsageError
 from gpmcli.fields.base import Bundle
-from gpmcli.fields.sde import SDE_NAMES, make_sde
+from gpmcli.fields.sde import make_sde
 from gpmcli.noise import BatchNoise
-from gpmcli.samplers import SampleResult, SamplerSpec, param, register_kind
-from gpmcli.samplers.scorekit import Frames, PhaseTimer, ScoreSamplerBase, check_choice, check_positive
+from gpmcli.fields.base import expand_sigma
+from gpmcli.samplers import SampleResult, SamplerSpec, register_kind, uses
+from gpmcli.samplers.scorekit import PhaseTimer, ScoreSamplerBase
+from gpmcli.samplers.trajectory import frames_of, recorder
 
 # Dormand-Prince 5(4) tableau
 _C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0)
@@ -43,10 +47,6 @@ _A = (
 _B = (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84)
 # b5 - b4 (the 7th stage is f at the new point, FSAL)
 _E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40)
-
-
-def _bc(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return v.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
 
 
 def _rms(v: torch.Tensor) -> torch.Tensor:
@@ -72,7 +72,7 @@ def dopri45(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.T
     d0, d1 = _rms(x / scale), _rms(f0 / scale)
     h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1).to(torch.float64)
     h0 = torch.minimum(h0, (t_end - t).abs())
-    f1 = fn(x + _bc(direction * h0, x) * f0, t + direction * h0)
+    f1 = fn(x + expand_sigma(direction * h0, x) * f0, t + direction * h0)
     d2 = (_rms((f1 - f0) / scale) / h0.to(x.dtype)).to(torch.float64)
     dmax = torch.maximum(d1.to(torch.float64), d2)
     h1 = torch.where(dmax <= 1e-15, torch.maximum(torch.full_like(h0, 1e-6), h0 * 1e-3), (0.01 / dmax) ** 0.2)
@@ -87,7 +87,7 @@ def dopri45(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.T
         if steps > max_steps:
             raise NumericalError(f"ODE solver did not finish in {max_steps} steps; loosen --rtol/--atol")
         hs = direction * torch.where(done, torch.zeros_like(h), torch.minimum(h, (t_end - t).abs()))
-        hx = _bc(hs, x)
+        hx = expand_sigma(hs, x)
         ks = [k1]
         for i in range(1, 6):
             dx = sum(a * k for a, k in zip(_A[i], ks) if a != 0.0)
@@ -105,7 +105,7 @@ def dopri45(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.T
         factor = torch.where(en == 0, torch.full_like(en, 10.0), 0.9 * en.clamp_min(1e-10) ** -0.2)
         factor = torch.where(accept, factor.clamp(0.2, 10.0), factor.clamp(0.2, 1.0))
         factor = torch.where(finite, factor, torch.full_like(factor, 0.2))
-        a = _bc(accept, x).bool()
+        a = expand_sigma(accept, x).bool()
         x = torch.where(a, x_new, x)
         k1 = torch.where(a, k7, k1)
         t = torch.where(accept, t + hs, t)
@@ -120,47 +120,58 @@ def dopri45(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.T
     return x, nfe
 
 
+def ode_sample(denoiser, x: torch.Tensor, sigma_start: float, sigma_end: float, noise=None,
+               callback: Callable[[dict], None] | None = None, *, rtol: float = 1e-5, atol: float = 1e-5):
+    """Integrate ``dx/du = x - D(x, e^u)`` (u = ln sigma) from ``sigma_start`` to ``sigma_end`` with :func:`dopri45`,
+    then denoise once (Tweedie, ``D(x, sigma_end)``). ``x``: particles in sigma-space (``x_t / m(t)``). Returns
+    ``(x0, nfe)`` with ``nfe`` each sample's number of evaluations. The ODE draws no noise (``noise`` is unused)."""
+    if callback is not None:
+        callback({"i": 0, "x": x})
+
+    def drift(z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return z - denoiser(z, torch.exp(u).to(z.dtype))
+
+    on_step = (lambda z, k: callback({"i": k, "x": z})) if callback is not None else None
+    x, nfe = dopri45(drift, x, math.log(sigma_start), math.log(sigma_end), rtol, atol, on_step=on_step)
+    x = denoiser(x, torch.full((x.shape[0],), sigma_end, dtype=x.dtype, device=x.device))
+    if callback is not None:
+        callback({"i": -1, "x": x, "final": True})
+    return x, nfe + 1
+
+
 class ODESampler(ScoreSamplerBase):
-    def __init__(self, bundle: Bundle, params: dict[str, Any]):
-        super().__init__(bundle, params)
-        r = self.resolved
-        sde_name = check_choice("sde", param(params, "sde", "ve", r), SDE_NAMES)
-        self.rtol = float(check_positive("rtol", param(params, "rtol", 1e-5, r)))
-        self.atol = float(check_positive("atol", param(params, "atol", 1e-5, r)))
-        smin, smax = params.get("sigma_min"), params.get("sigma_max")
-        if sde_name != "ve" and (smin is not None or smax is not None):
-            raise UsageError("--sigma-min/--sigma-max apply to --sde ve only")
-        if params.get("steps") is not None:
-            raise UsageError("--model ode is adaptive; use --rtol/--atol instead of --steps")
-        self.sde = make_sde(sde_name, 1000, self.den, sigma_min=smin, sigma_max=smax, config=self.component.config)
-        r.update({k: v for k, v in self.sde.describe().items() if k not in ("sde", "N")})
-        r["solver"] = "dopri5 (per-sample adaptive)"
-
-    def drift(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """``dx~/du`` in sigma-space, u = ln sigma (u: (B,) float64)."""
-        return x - self.den(x, torch.exp(u).to(x.dtype))
-
     def __call__(self, noise: BatchNoise, *, trajectory: bool = False) -> SampleResult:
         timer = PhaseTimer(noise.device)
         sde = self.sde
         m1, s1 = (float(v) for v in sde.marginal(sde.T))
         me, se = (float(v) for v in sde.marginal(sde.eps))
         x = noise.randn(self.data_shape).to(self.dtype) * (sde.prior_std / m1)  # x~ = x_1 / m(1)
-        frames = Frames(trajectory, 1)
-        frames.add(x, force=True)
+        rec = recorder(trajectory, 1)
         timer.mark("init")
         with torch.no_grad():
-            x, nfe = dopri45(self.drift, x, math.log(s1 / m1), math.log(se / me), self.rtol, self.atol,
-                             on_step=(lambda z, k: frames.add(z, force=True)) if trajectory else None)
-            timer.mark("solve")
-            x = self.den(x, torch.full((x.shape[0],), se / me, dtype=x.dtype, device=x.device))
-            frames.add(x, force=True)
-            timer.mark("denoise")
-        nfe = nfe + 1
+            x, nfe = ode_sample(self.den, x, s1 / m1, se / me, noise, rec, rtol=self.rtol, atol=self.atol)
+        timer.mark("solve")
         diag = {"phase_seconds": timer.phases, "nfe_mean": float(nfe.double().mean()), "nfe_min": int(nfe.min()),
                 "nfe_max": int(nfe.max())}
-        return SampleResult(self.finish(x), int(nfe.max()), frames.frames, diag)
+        return SampleResult(self.finish(x), int(nfe.max()), frames_of(rec), diag)
 
 
-register_kind(SamplerSpec("ode", ("score",), ODESampler,
-                          "Probability-flow ODE with adaptive Dormand-Prince RK45 (Song et al. 2021)."))
+def build(bundle: Bundle, params: dict[str, Any]) -> ODESampler:
+    s = ODESampler(bundle, params)
+    o = SPEC.resolve(params)
+    r = s.resolved = {k: o[k] for k in ("sde", "rtol", "atol")}
+    s.rtol, s.atol = o["rtol"], o["atol"]
+    smin, smax = o["sigma_min"], o["sigma_max"]
+    if o["sde"] != "ve" and (smin is not None or smax is not None):
+        raise UsageError("--sigma-min/--sigma-max apply to --sde ve only")
+    if o["steps"] is not None:
+        raise UsageError("--model ode is adaptive; use --rtol/--atol instead of --steps")
+    s.sde = make_sde(o["sde"], 1000, s.den, sigma_min=smin, sigma_max=smax, config=s.component.config)
+    r.update({k: v for k, v in s.sde.describe().items() if k not in ("sde", "N")})
+    r["solver"] = "dopri5 (per-sample adaptive)"
+    return s
+
+
+SPEC = register_kind(SamplerSpec("ode", ("score",), build,
+                                 "Probability-flow ODE with adaptive Dormand-Prince RK45 (Song et al. 2021).",
+                                 uses(sde="ve", rtol=1e-5, atol=1e-5, sigma_min=None, sigma_max=None, steps=None)))
