@@ -48,8 +48,10 @@ def main(argv=None) -> int:
     for k, m in metrics.items():
         if "ratio" in m:
             verdict = "pass" if m.get("pass") else "FAIL"
+            sets = (f"; mean over {m['fresh_sets']} fresh exact sets, each "
+                    f"{', '.join(str(v) for v in m['ratio_per_set'])}" if m.get("fresh_sets", 1) > 1 else "")
             card_lines.append(f"- `{k}`: sliced Wasserstein {m['sw']} = {m['ratio']} x the two-sample noise floor "
-                              f"{m['noise_floor']} (N = {m['n']}; {verdict} at <= 2); `{m.get('command', '')}`")
+                              f"{m['noise_floor']} (N = {m['n']}{sets}; {verdict} at <= 2); `{m.get('command', '')}`")
         else:
             card_lines.append(f"- `{k}`: {json.dumps({kk: vv for kk, vv in m.items() if kk != 'command'})}; "
                               f"`{m.get('command', '')}`")
