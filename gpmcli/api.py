@@ -14,33 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from gpmcli.device import device_name, resolve_device  # noqa: F401  (resolve_device: part of the API)
 from gpmcli.errors import Interrupted, NumericalError, UsageError
 from gpmcli.fields.base import Bundle
 from gpmcli.noise import BatchNoise
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"unknown --device {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but no CUDA device is available")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UsageError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA devices")
-    if dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise UsageError("--device mps was asked for, but no MPS (Apple GPU) device is available")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"--device {device}: gpm runs on cpu, cuda or mps")
-    return dev
 
 
 SEED_MAX = 2**64 - 1
@@ -135,7 +112,7 @@ class RunSummary:
 def versions() -> dict[str, str]:
     import importlib.metadata as md
 
-    from gpmcli import __version__
+    from gpmcli.version import __version__
 
     out = {"python": platform.python_version(), "gpm": __version__}
     for pkg in ("torch", "numpy", "safetensors", "huggingface-hub", "accelerate", "pillow", "typer"):
@@ -319,7 +296,7 @@ def _finish_run(dist, run, ranks, todo, n, batch_size, seed, out_dir, resume, de
         "data_shape": list(sampler.data_shape),
         "data_range": list(sampler.data_range) if sampler.data_range else None,
         "formats": sorted(writer.formats),
-        "device": str(dev), "device_name": _device_name(dev), "dtype": "float32", **run.numerics,
+        "device": str(dev), "device_name": device_name(dev), "dtype": "float32", **run.numerics,
         "processes": dist.world,
         "sharding": "global batch j (of --batch-size samples, in index order) on rank j % processes",
         "wall_seconds_per_rank": [{"sample": r["sample"], "write": r["write"]} for r in ranks],
@@ -334,9 +311,3 @@ def _finish_run(dist, run, ranks, todo, n, batch_size, seed, out_dir, resume, de
     }
     writer.write_run_json(run_info)
     return RunSummary(Path(out_dir), n, nfe, wall, run_info)
-
-
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    return platform.processor() or platform.machine()

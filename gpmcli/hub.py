@@ -11,7 +11,6 @@ The environment is read at call time, not at import: ``HF_ENDPOINT`` (or ``endpo
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gpmcli.errors import DownloadError, IntegrityError, UsageError
+from gpmcli.hashing import git_blob_sha1, sha256_file
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _REF_RE = re.compile(rf"^(?P<org>{_NAME})/(?P<name>{_NAME})(?:@(?P<rev>[A-Za-z0-9._-]+))?(?:/(?P<sub>[^@]+?))?/?$")
@@ -82,14 +82,6 @@ def hub_offline(offline: bool | None = None) -> bool:
 
 
 # ---- hashing -------------------------------------------------------------------------------------------------------
-def git_blob_sha1(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha1(b"blob %d\0" % os.path.getsize(path))
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
-
-
 def announced_hash(path: str | os.PathLike) -> str | None:
     """The hash the server announced for a cached file: the name of the blob its snapshot entry links to."""
     p = Path(path)
@@ -103,8 +95,6 @@ def verify_file(path: str | os.PathLike, expected_sha256: str | None = None) -> 
     """Check ``path`` against ``expected_sha256`` (pinned), else against its announced hash. Returns its sha256.
 
     Raises :class:`IntegrityError` on a mismatch."""
-    from gpmcli.checkpoint import sha256_file
-
     digest = sha256_file(path)
     if expected_sha256:
         if digest != expected_sha256.lower():

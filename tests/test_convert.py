@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from gpmcli.checkpoint import load_checkpoint, read_config
+from clitools import gpm  # noqa: E402
 
 torch.manual_seed(0)
 
@@ -25,17 +26,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def gpm(*args) -> int:
-    """Run the gpm CLI in-process, as the console script does (GpmTyper maps errors to exit codes)."""
-    from gpmcli.cli import app
-
-    try:
-        app([str(a) for a in args], prog_name="gpm")
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def original(path: Path) -> dict:

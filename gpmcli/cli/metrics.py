@@ -27,7 +27,7 @@ def _device(device: Optional[str]):
         return dev
     if device in (None, "", "auto"):
         return None
-    from gpmcli.api import resolve_device
+    from gpmcli.device import resolve_device
 
     resolve_device(device)  # one line, exit 2, for a device that is not there (as `gpm sample` does)
     return device

@@ -7,8 +7,6 @@ batch, drawing every random number from the per-sample :class:`~gpmcli.noise.Bat
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,6 +16,7 @@ import torch
 from gpmcli.errors import UsageError
 from gpmcli.fields.base import Bundle
 from gpmcli.noise import BatchNoise
+from gpmcli.plugins import import_all
 
 
 @dataclass
@@ -53,15 +52,8 @@ def register_kind(spec: SamplerSpec) -> SamplerSpec:
     return spec
 
 
-_IMPORTED = False
-
-
 def get_kind(name: str) -> SamplerSpec:
-    global _IMPORTED
-    if not _IMPORTED:
-        for info in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{info.name}")
-        _IMPORTED = True
+    import_all(__name__, __path__)
     if name not in KINDS:
         if name in ALL_KINDS:
             raise UsageError(f"--model {name}: not available yet")

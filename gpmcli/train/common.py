@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import torch
 from torch import nn
 
 from gpmcli.data import Dataset, step_generator
+from gpmcli.device import device_name, resolve_device
 from gpmcli.errors import UsageError
 
 STATE_FILE = "train_state.pt"
@@ -146,8 +146,6 @@ class EMA:
 
 
 def _device(device: str | None) -> torch.device:
-    from gpmcli.api import resolve_device
-
     return resolve_device(device)
 
 
@@ -268,7 +266,7 @@ class Loop:
             "batch_size": o.batch_size, "lr": o.lr, "warmup": o.warmup, "ema": o.ema,
             "ema_schedule": "min(ema, (1 + step) / (10 + step))" if o.ema else None, "seed": o.seed,
             "precision": o.precision, "grad_clip": o.grad_clip, "optimizer": "Adam",
-            "device": str(self.device), "device_name": _device_name(self.device),
+            "device": str(self.device), "device_name": device_name(self.device),
             "torch_threads": torch.get_num_threads(),
             "wall_seconds": round(wall, 1), "parameters": n_params, "final_losses": last,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "gpm": __version__,
@@ -335,12 +333,6 @@ class Loop:
         self.write(self.opts.steps, wall, final=True)
         return {"out": str(self.out), "steps": self.opts.steps, "wall_seconds": wall, "losses": losses,
                 "device": str(self.device)}
-
-
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    return platform.processor() or platform.machine()
 
 
 def options_dict(opts: TrainOptions) -> dict[str, Any]:

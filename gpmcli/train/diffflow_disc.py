@@ -129,7 +129,7 @@ class DiffFlowDiscTrainer(RoleTrainer):
     @torch.no_grad()
     def simulate(self, n: int, g: torch.Generator) -> torch.Tensor:
         """States ``x_0 .. x_{N-1}`` of ``n`` trajectories (CPU tensor ``(N, n, *shape)``)."""
-        shape, dev, bs = tuple(self.ctx.data.shape), self.ctx.device, self.args["sim_batch"]
+        shape, bs = tuple(self.ctx.data.shape), self.args["sim_batch"]
         out = torch.empty(len(self.sigmas), n, *shape)
         grid = self.sigmas + [0.0]
         for lo in range(0, n, bs):
