@@ -48,7 +48,8 @@ def resolve_bundle(model: str, checkpoint: str | None, overrides: dict[str, str]
     "kwargs": {...}, "meta": {...}}``, see :func:`gpmcli.convert.component_from_module`); it replaces that role.
     When overrides and modules provide every ``needed`` role, no default bundle is loaded.
     """
-    from gpmcli.registry import Registry, load_bundle, load_component
+    from gpmcli.refs import parse_ref
+    from gpmcli.registry import Registry
 
     modules = modules or {}
     both = [r for r in modules if (overrides or {}).get(r)]
@@ -65,20 +66,12 @@ def resolve_bundle(model: str, checkpoint: str | None, overrides: dict[str, str]
     if checkpoint is None and needed and set(needed) <= given:
         bundle = Bundle("+".join(sorted(given)), {})
     else:
-        ref = checkpoint or registry().default_bundle(model)
-        bundle = load_bundle(ref, registry=registry(), device=device, trust_pickle=trust_pickle)
+        ref = parse_ref(checkpoint or registry().default_bundle(model), registry=registry())
+        bundle = ref.load(device=device, trust_pickle=trust_pickle)
     for role, r in (overrides or {}).items():
-        if not r:
-            continue
-        is_name = not (r.startswith(("hf:", "toy:")) or Path(r).exists())
-        if is_name and r in registry().bundles:  # a registry bundle: its component of that role
-            other = load_bundle(r, registry=registry(), device=device, trust_pickle=trust_pickle)
-            if role not in other:
-                raise UsageError(f"--{role} {r}: bundle {r!r} has no {role} "
-                                 f"(it has {', '.join(other.components) or 'nothing'})")
-            bundle.components[role] = other[role]
-        else:
-            bundle.components[role] = load_component(r, role, device=device, trust_pickle=trust_pickle)
+        if r:  # any reference form; a bundle gives its component of that role
+            bundle.components[role] = parse_ref(r, registry=registry()).component(role, device=device,
+                                                                                   trust_pickle=trust_pickle)
     if modules:
         from gpmcli.convert import component_from_module
 

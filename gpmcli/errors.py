@@ -55,3 +55,24 @@ class Interrupted(GpmError):
     """Stopped by Ctrl-C / SIGINT (exit 130). The message says what was kept and how to continue."""
 
     exit_code = 130
+
+
+class BadReferenceError(UsageError):
+    """A model or checkpoint reference that is none of the accepted forms (exit 2). ``ref`` is the text given,
+    ``forms`` the forms :func:`gpmcli.refs.parse_ref` accepts."""
+
+    def __init__(self, message: str, *, ref: str, forms: str):
+        super().__init__(message)
+        self.ref = ref
+        self.forms = forms
+
+
+class RoleMismatchError(UsageError):
+    """A reference resolved to a network of another role than the one needed (exit 2): ``ref``, ``role`` (what it
+    is, or the roles a bundle has, comma-separated) and ``needed``."""
+
+    def __init__(self, message: str, *, ref: str, role: str | None, needed: str | None):
+        super().__init__(message)
+        self.ref = ref
+        self.role = role
+        self.needed = needed

@@ -61,17 +61,14 @@ class DiffFlowDiscTrainer(RoleTrainer):
 
     def setup(self):
         from gpmcli.fields.score import denoiser_from_component
-        from gpmcli.registry import load_bundle
+        from gpmcli.refs import parse_ref
 
         a, data, dev = self.args, self.ctx.data, self.ctx.device
         self.family = a["family"]
         self.den = None
         score_ref = a["score"]
         if score_ref:
-            b = load_bundle(score_ref, device=dev)
-            if "score" not in b:
-                raise UsageError(f"--score {score_ref}: no score network in it")
-            comp = b["score"]
+            comp = parse_ref(score_ref).component("score", device=dev)
             if comp.data_shape and tuple(comp.data_shape) != tuple(data.shape):
                 raise UsageError(f"--score {score_ref} is for data of shape {list(comp.data_shape)}, the data has "
                                  f"{list(data.shape)}")
