@@ -115,11 +115,11 @@ def sample(
         bar.update(task, completed=done, total=total)
 
     try:
-        summary = api.sample(model, checkpoint=checkpoint, overrides=overrides, n=n, batch_size=batch_size, seed=seed,
-                             params=params, out_dir=out, formats=formats, resume=resume, device=device,
-                             trust_pickle=trust_pickle, trajectory=trajectory, command=command,
-                             progress=on_progress, modules=modules, precision=precision, compile=compile_,
-                             clamp=not raw)
+        config = api.RunConfig(model, checkpoint=checkpoint, overrides=overrides, n=n, batch_size=batch_size,
+                               seed=seed, params=params, out_dir=out, formats=formats, resume=resume, device=device,
+                               trust_pickle=trust_pickle, trajectory=trajectory, command=command, modules=modules,
+                               precision=precision, compile=compile_, clamp=not raw)
+        summary = api.sample(config, progress=on_progress)
     finally:
         if task is not None:
             bar.stop()
