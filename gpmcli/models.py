@@ -19,7 +19,8 @@ def _parse(ref: str, registry):
 
 def list_models(*, registry=None, cache_dir=None) -> dict[str, Any]:
     """Registry bundles (with the ``--model`` kinds they are the default of) and the Hub cache contents."""
-    from gpmcli.hub import cache_contents, hub_cache_dir
+    from gpmcli.hub import hub_cache_dir
+    from gpmcli.hubcache import cache_contents
     from gpmcli.refs.bundle import BundleRef
     from gpmcli.registry import Registry
 

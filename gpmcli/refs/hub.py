@@ -67,6 +67,6 @@ class HubRef(Ref):
             return {"path": None, "note": "not downloaded yet (`gpm models pull`)"}
 
     def available(self, cache_dir=None) -> bool:
-        from gpmcli.hub import is_cached
+        from gpmcli.hubcache import is_cached
 
         return is_cached(self.name, cache_dir=cache_dir)
