@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from gpmcli.cli import app, info, out_console, progress_bar, warn
+from gpmcli.cli.base import app, info, out_console, progress_bar, warn
 from gpmcli.errors import UsageError
 
 _SAMPLER = "Sampler options (used by the kinds they apply to)"
