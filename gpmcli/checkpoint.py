@@ -1,7 +1,7 @@
 """The gpm checkpoint format: one directory = one network.
 
 ``model.safetensors`` (weights; header metadata ``{"format": "pt", "gpm.config": <config.json>}``), ``config.json`` and
-a model card ``README.md``. See INTERFACES.md "Checkpoint format".
+a model card ``README.md``. See docs/interfaces.md#checkpoint-format.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Typed errors. Each carries the process exit code documented in INTERFACES.md.
+"""Typed errors. Each carries the process exit code documented in docs/interfaces.md#exit-codes-and-errors.
 
 The CLI turns any :class:`GpmError` into one line on stderr and its exit code; library users catch them by type.
 """

@@ -113,3 +113,16 @@ def test_the_checks_see_a_violation(tmp_path):
     got = _module_level_imports(src, "gpmcli.m")
     assert {"gpmcli.api", "gpmcli.noise", "gpmcli.fields.score"} <= got and "gpmcli.cli" not in got
     assert _layer("gpmcli.fields.base") > _layer("gpmcli.fields.score") > _layer("gpmcli.samplers.edm")
+
+
+def test_every_docs_interfaces_reference_in_the_code_resolves():
+    import re
+
+    doc = PKG.parent / "docs" / "interfaces.md"
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).strip().replace(" ", "-")
+               for h in re.findall(r"^#+ (.+)$", doc.read_text(), re.M)}
+    refs = {(str(p.relative_to(PKG.parent)), a) for root in (PKG, PKG.parent / "tests") for p in root.rglob("*.py")
+            for a in re.findall(r"docs/interfaces\.md#([a-z0-9-]+)", p.read_text())}
+    assert refs, "no references found: the pattern is wrong"
+    missing = sorted((f, a) for f, a in refs if a not in anchors)
+    assert not missing, f"anchors not in docs/interfaces.md: {missing}"
