@@ -8,7 +8,7 @@ with the same one-line message (exit 2). The forms, tried in this order:
 1. ``SCHEME:REST`` for a scheme in :data:`SCHEMES`: ``toy:NAME|FILE.json``, ``hf:ORG/NAME[@REV][/SUBFOLDER]``
    (``url:`` exists only inside the registry, for files converted on first use);
 2. a bundle name in ``checkpoints/registry.toml``;
-3. an existing file or folder;
+3. an existing file or folder, here or under the registry folder (``checkpoints/``, as the registry's own components);
 4. ``ORG/NAME[@REV][/SUBFOLDER]``: a Hub reference written without ``hf:``.
 
 A :class:`Ref` offers ``load()`` (a :class:`~gpmcli.fields.base.Bundle`; a bundle of one for a single network),
@@ -74,10 +74,10 @@ def parse_ref(text: str, *, registry=None) -> Ref:
         from gpmcli.refs.bundle import BundleRef
 
         return BundleRef(text, text, registry=registry)
-    if Path(text).exists():
+    if Path(text).exists() or (registry.root / text).exists():
         from gpmcli.refs.local import PathRef
 
-        return PathRef(text, text)
+        return PathRef(text, text, base=registry.root)  # here, else under the registry folder (like its components)
     from gpmcli.errors import UsageError
     from gpmcli.refs.hub import HubRef
 
