@@ -1,7 +1,6 @@
-"""Checkpoint references and the bundle registry (``checkpoints/registry.toml``).
-
-A reference is a registry bundle name, a local checkpoint directory, ``hf:ORG/NAME[@REV][/SUBFOLDER]`` or an analytic
-target ``toy:NAME`` / ``toy:PATH.json``.
+"""The bundle registry (``checkpoints/registry.toml``): bundles of components by role, their sampler defaults and
+which bundle each ``--model`` kind uses. References to checkpoints are read by :mod:`gpmcli.refs`; ``load_bundle``
+and ``load_component`` here are the library entry points over it.
 """
 
 from __future__ import annotations
@@ -106,7 +105,7 @@ class Registry:
     def problems(self) -> list[str]:
         """What is wrong with the registry itself: unpinned Hub components, missing local checkpoints, defaults that
         name no bundle. (Checked by the test suite, so every bundle added stays reproducible.)"""
-        from gpmcli.hub import parse_hf_ref
+        from gpmcli.refs import parse_component
 
         out = []
         for kind, name in self.defaults.items():
@@ -115,27 +114,25 @@ class Registry:
         for name, spec in self.bundles.items():
             for role, c in spec.components.items():
                 where = f"bundles.{name}.{role}"
-                if c.ref.startswith(("hf:", "url:")) and c.convert:  # a foreign repository, converted on first use
+                try:
+                    r = parse_component(c.ref, base=self.root, sha256=c.sha256, convert=c.convert)
+                except UsageError as e:
+                    out.append(f"{where}: {e}")
+                    continue
+                if r.kind == "converted":  # a foreign repository or file, converted on first use
                     from gpmcli.convert import FORMATS
 
                     if c.convert not in FORMATS:
                         out.append(f"{where}: convert = {c.convert!r} is not a gpm convert format")
                     if c.pin == "unpinned" and not c.unpinned:
                         out.append(f"{where}: {c.ref} is not pinned to a commit and does not say why (unpinned = ...)")
-                elif c.ref.startswith("hf:"):
-                    try:
-                        r = parse_hf_ref(c.ref)
-                    except UsageError as e:
-                        out.append(f"{where}: {e}")
-                        continue
-                    if not r.revision:
+                elif r.kind == "hf":
+                    if not r.hf.revision:
                         out.append(f"{where}: {c.ref} has no pinned @REV")
                     if not c.sha256 or len(c.sha256) != 64:
                         out.append(f"{where}: {c.ref} has no sha256 of model.safetensors")
-                elif c.ref.startswith(("toy:", "url:")):
-                    continue
-                else:
-                    p = Path(c.ref) if Path(c.ref).is_absolute() else self.root / c.ref
+                elif r.kind == "path":
+                    p = r.path
                     if not (p / "model.safetensors").is_file() or not (p / "config.json").is_file():
                         out.append(f"{where}: {c.ref} is not a checkpoint directory under {self.root}")
         return out
