@@ -23,9 +23,20 @@ class NotAvailableError(UsageError):
 
 
 class DownloadError(GpmError):
-    """Repository, revision or file not found, no network, or offline and not cached (exit 3)."""
+    """Repository, revision or file not found, no network, or offline and not cached (exit 3).
+
+    From the Hub it says what failed: ``reason`` (``repo``, ``revision``, ``entry``, ``gated``, ``offline``,
+    ``unreachable``, ``http``, ``network``), ``repo_id``, ``revision`` and ``filename`` (None when not known)."""
 
     exit_code = 3
+
+    def __init__(self, message: str, *, reason: str | None = None, repo_id: str | None = None,
+                 revision: str | None = None, filename: str | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.repo_id = repo_id
+        self.revision = revision
+        self.filename = filename
 
 
 class IntegrityError(GpmError):

@@ -128,28 +128,32 @@ def _hub_errors() -> dict[str, type]:
 def _map_error(e: Exception, r: HfRef, filename: str | None, endpoint: str, offline: bool, cache: Path) -> Exception:
     E = _hub_errors()
     what = f"{r.repo_id}@{r.rev}" + (f"/{filename}" if filename else "")
+
+    def error(reason: str, message: str) -> DownloadError:
+        return DownloadError(message, reason=reason, repo_id=r.repo_id, revision=r.rev, filename=filename)
+
     if isinstance(e, E["gated"]):
-        return DownloadError(f"{r.repo_id} is gated or private on {endpoint}: accept its terms and log in "
-                             "(`hf auth login`), or set HF_TOKEN")
+        return error("gated", f"{r.repo_id} is gated or private on {endpoint}: accept its terms and log in "
+                              "(`hf auth login`), or set HF_TOKEN")
     if isinstance(e, E["revision"]):
-        return DownloadError(f"revision {r.rev!r} not found in {r.repo_id} on {endpoint}; check the @REV part")
+        return error("revision", f"revision {r.rev!r} not found in {r.repo_id} on {endpoint}; check the @REV part")
     if isinstance(e, E["repo"]):
-        return DownloadError(f"repository {r.repo_id} not found on {endpoint} (or it is private); check the name")
+        return error("repo", f"repository {r.repo_id} not found on {endpoint} (or it is private); check the name")
     if isinstance(e, (E["local"], E["offline"])) or (offline and isinstance(e, FileNotFoundError)):
         if offline:
-            return DownloadError(f"offline (HF_HUB_OFFLINE=1) and {what} is not in the cache {cache}; "
-                                 "run `gpm models pull` while online")
-        return DownloadError(f"cannot reach {endpoint} and {what} is not in the cache {cache}; check the network "
-                             "(or HF_ENDPOINT)")
+            return error("offline", f"offline (HF_HUB_OFFLINE=1) and {what} is not in the cache {cache}; "
+                                    "run `gpm models pull` while online")
+        return error("unreachable", f"cannot reach {endpoint} and {what} is not in the cache {cache}; check the "
+                                    "network (or HF_ENDPOINT)")
     if isinstance(e, (E["remote"], E["entry"])):
-        return DownloadError(f"file {filename or ''} not found in {r.repo_id}@{r.rev} on {endpoint}"
-                             + (f" (subfolder {r.subfolder!r})" if r.subfolder else ""))
+        return error("entry", f"file {filename or ''} not found in {r.repo_id}@{r.rev} on {endpoint}"
+                              + (f" (subfolder {r.subfolder!r})" if r.subfolder else ""))
     if isinstance(e, E["http"]):
-        return DownloadError(f"download of {what} from {endpoint} failed: {str(e).splitlines()[0]}")
+        return error("http", f"download of {what} from {endpoint} failed: {str(e).splitlines()[0]}")
     if isinstance(e, (OSError, ConnectionError)) or type(e).__module__.split(".")[0] in ("httpx", "httpx2", "requests",
                                                                                            "urllib3"):
-        return DownloadError(f"download of {what} from {endpoint} failed ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else 'no detail'}); check the network")
+        return error("network", f"download of {what} from {endpoint} failed ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0] if str(e) else 'no detail'}); check the network")
     return e
 
 
@@ -197,7 +201,8 @@ def _hf_download(r: HfRef, filename: str, *, endpoint: str, cache: Path, offline
         except Exception:
             what = f"{r.repo_id}@{r.rev}/" + (f"{r.subfolder}/" if r.subfolder else "") + filename
             raise DownloadError(f"cannot reach {endpoint} and {what} is not in the cache {cache}; check the "
-                                "network (or HF_ENDPOINT)") from None
+                                "network (or HF_ENDPOINT)", reason="unreachable", repo_id=r.repo_id, revision=r.rev,
+                                filename=filename) from None
     try:
         return Path(hf_hub_download(r.repo_id, filename, subfolder=r.subfolder, revision=r.revision,
                                     cache_dir=cache, endpoint=endpoint, local_files_only=offline,
@@ -283,7 +288,8 @@ def download_repo(ref: str, *, allow_patterns: list[str] | None = None, force: b
     except Exception as e:
         if unreachable:
             raise DownloadError(f"cannot reach {ep} and {r.repo_id}@{r.rev} is not in the cache {cache}; check the "
-                                "network (or HF_ENDPOINT)") from None
+                                "network (or HF_ENDPOINT)", reason="unreachable", repo_id=r.repo_id,
+                                revision=r.rev) from None
         raise _map_error(e, r, None, ep, off, cache) from None
     for p in sorted(root.rglob("*")):
         if p.is_file():

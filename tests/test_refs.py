@@ -136,3 +136,25 @@ def test_a_new_checkpoint_source_is_one_file_and_one_registry_line(cli, forms, t
     assert json.loads(out)[0]["sha256"] == sha256_file(tmp_path / "ck" / "model.safetensors")
     code, _, err = cli("models", "info", f"dir:{tmp_path / 'missing'}")
     assert code == 2 and "no such folder" in err
+
+
+def test_reference_errors_are_typed_with_fields(forms):
+    """Library users catch the error classes and read what failed from their fields (no message parsing)."""
+    from gpmcli.errors import BadReferenceError, DownloadError, RoleMismatchError, UsageError
+    from gpmcli.refs import parse_ref
+
+    with pytest.raises(BadReferenceError) as e:
+        parse_ref("no-such-thing")
+    assert e.value.ref == "no-such-thing" and "toy:NAME" in e.value.forms and e.value.exit_code == 2
+    with pytest.raises(RoleMismatchError) as e:
+        parse_ref(forms["folder"]).component("discriminator")
+    assert (e.value.role, e.value.needed) == ("score", "discriminator")
+    with pytest.raises(RoleMismatchError) as e:
+        parse_ref("tiny").component("generator")
+    assert e.value.needed == "generator" and e.value.role == "score"
+    for ref, reason, rev in (("hf:org/absent@v1", "repo", "v1"), ("org/tiny@nope", "revision", "nope")):
+        with pytest.raises(DownloadError) as e:
+            parse_ref(ref).pull()
+        assert (e.value.reason, e.value.revision, e.value.exit_code) == (reason, rev, 3), ref
+        assert e.value.repo_id == ref.removeprefix("hf:").split("@")[0]
+    assert issubclass(BadReferenceError, UsageError) and issubclass(RoleMismatchError, UsageError)
