@@ -7,7 +7,7 @@ Public API::
     bundle = gpmcli.load_bundle("toy-pentagon")
 """
 
-__version__ = "0.1.0"
+from gpmcli.version import __version__
 
 _EXPORTS = {
     "sample": "gpmcli.api", "load_checkpoint": "gpmcli.checkpoint", "save_checkpoint": "gpmcli.checkpoint",

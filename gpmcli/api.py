@@ -2,45 +2,20 @@
 
 from __future__ import annotations
 
-import platform
-import sys
 import time
-from datetime import datetime, timezone
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from gpmcli.device import resolve_device
 from gpmcli.errors import Interrupted, NumericalError, UsageError
 from gpmcli.fields.base import Bundle
 from gpmcli.noise import BatchNoise
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"unknown --device {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but no CUDA device is available")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UsageError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA devices")
-    if dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise UsageError("--device mps was asked for, but no MPS (Apple GPU) device is available")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"--device {device}: gpm runs on cpu, cuda or mps")
-    return dev
 
 
 SEED_MAX = 2**64 - 1
@@ -71,7 +46,8 @@ def resolve_bundle(model: str, checkpoint: str | None, overrides: dict[str, str]
     "kwargs": {...}, "meta": {...}}``, see :func:`gpmcli.convert.component_from_module`); it replaces that role.
     When overrides and modules provide every ``needed`` role, no default bundle is loaded.
     """
-    from gpmcli.registry import Registry, load_bundle, load_component
+    from gpmcli.refs import parse_ref
+    from gpmcli.registry import Registry
 
     modules = modules or {}
     both = [r for r in modules if (overrides or {}).get(r)]
@@ -88,20 +64,12 @@ def resolve_bundle(model: str, checkpoint: str | None, overrides: dict[str, str]
     if checkpoint is None and needed and set(needed) <= given:
         bundle = Bundle("+".join(sorted(given)), {})
     else:
-        ref = checkpoint or registry().default_bundle(model)
-        bundle = load_bundle(ref, registry=registry(), device=device, trust_pickle=trust_pickle)
+        ref = parse_ref(checkpoint or registry().default_bundle(model), registry=registry())
+        bundle = ref.load(device=device, trust_pickle=trust_pickle)
     for role, r in (overrides or {}).items():
-        if not r:
-            continue
-        is_name = not (r.startswith(("hf:", "toy:")) or Path(r).exists())
-        if is_name and r in registry().bundles:  # a registry bundle: its component of that role
-            other = load_bundle(r, registry=registry(), device=device, trust_pickle=trust_pickle)
-            if role not in other:
-                raise UsageError(f"--{role} {r}: bundle {r!r} has no {role} "
-                                 f"(it has {', '.join(other.components) or 'nothing'})")
-            bundle.components[role] = other[role]
-        else:
-            bundle.components[role] = load_component(r, role, device=device, trust_pickle=trust_pickle)
+        if r:  # any reference form; a bundle gives its component of that role
+            bundle.components[role] = parse_ref(r, registry=registry()).component(role, device=device,
+                                                                                   trust_pickle=trust_pickle)
     if modules:
         from gpmcli.convert import component_from_module
 
@@ -132,85 +100,115 @@ class RunSummary:
     run_info: dict[str, Any] = field(default_factory=dict)
 
 
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``gpm sample`` was asked for (the arguments of :func:`sample`, checked by :meth:`check`)."""
 
-    from gpmcli import __version__
+    model: str
+    checkpoint: str | None = None
+    overrides: dict[str, str] | None = None
+    n: int = 64
+    batch_size: int = 64
+    seed: int = 0
+    params: dict[str, Any] | None = None
+    out_dir: str | Path = "samples"
+    formats: tuple[str, ...] = ("png", "npz")
+    resume: bool = False
+    device: str | None = None
+    trust_pickle: bool = False
+    trajectory: bool = False
+    command: str | None = None
+    modules: dict[str, dict[str, Any]] | None = None
+    precision: str = "fp32"
+    compile: bool = False
+    clamp: bool = True
 
-    out = {"python": platform.python_version(), "gpm": __version__}
-    for pkg in ("torch", "numpy", "safetensors", "huggingface-hub", "accelerate", "pillow", "typer"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
+    def check(self) -> "RunConfig":
+        """Refuse what is wrong before anything is loaded; returns the config with the seed as a plain int."""
+        if self.n < 1 or self.batch_size < 1:
+            raise UsageError("-n and --batch-size must be positive")
+        seed = check_seed(self.seed)
+        check_finite(self.params)
+        return replace(self, seed=seed)
 
 
-def sample(model: str, *, checkpoint: str | None = None, overrides: dict[str, str] | None = None, n: int = 64,
-           batch_size: int = 64, seed: int = 0, params: dict[str, Any] | None = None, out_dir: str | Path = "samples",
-           formats: tuple[str, ...] = ("png", "npz"), resume: bool = False, device: str | None = None,
-           trust_pickle: bool = False, trajectory: bool = False, command: str | None = None,
-           progress: Callable[[int, int], None] | None = None,
-           modules: dict[str, dict[str, Any]] | None = None, precision: str = "fp32",
-           compile: bool = False, clamp: bool = True) -> RunSummary:
-    """Draw ``n`` samples with sampler ``model`` and write them to ``out_dir`` (INTERFACES.md "Sampling output").
+@dataclass
+class RunPlan:
+    """What :func:`sample` prepared from a :class:`RunConfig`: the loaded bundle, the built sampler and the open
+    output folder, plus what the run accumulates for ``run.json``."""
 
-    Under ``accelerate launch`` the fixed global batches are shared out over the processes (:mod:`gpmcli.distributed`);
-    ``precision``/``compile`` change how the networks are evaluated (:mod:`gpmcli.precision`). ``clamp`` (default)
-    clips the written samples to the data range and reports in ``run.json`` how many values were outside it;
-    ``clamp=False`` writes the raw values. Ctrl-C raises :class:`~gpmcli.errors.Interrupted` (exit 130) saying how
-    many samples are kept; ``resume=True`` continues from them."""
+    config: RunConfig
+    device: torch.device
+    bundle: Bundle
+    sampler: Any  # gpmcli.samplers.Sampler
+    target: Any  # np.ndarray of target points (low-dimensional analytic targets) or None
+    components: dict[str, dict[str, Any]]
+    writer: Any  # gpmcli.output.SampleWriter
+    numerics: dict[str, Any]
+    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    t_load: float = 0.0
+    kept: int = 0  # samples already in the folder when the run started (resume)
+
+
+def sample(model: str | RunConfig, *, progress: Callable[[int, int], None] | None = None,
+           **options: Any) -> RunSummary:
+    """Draw ``n`` samples with sampler ``model`` and write them to ``out_dir`` (docs/interfaces.md#sampling-output).
+
+    ``model`` is a ``--model`` kind or a whole :class:`RunConfig`; ``options`` are (more) fields of
+    :class:`RunConfig` (``checkpoint``, ``n``, ``batch_size``, ``seed``, ``params``, ``out_dir``, ...). Under ``accelerate launch`` the fixed global batches are shared out over the processes
+    (:mod:`gpmcli.distributed`); ``precision``/``compile`` change how the networks are evaluated
+    (:mod:`gpmcli.precision`). ``clamp`` (default) clips the written samples to the data range and reports in
+    ``run.json`` how many values were outside it; ``clamp=False`` writes the raw values. Ctrl-C raises
+    :class:`~gpmcli.errors.Interrupted` (exit 130) saying how many samples are kept; ``resume=True`` continues from
+    them."""
     from gpmcli import distributed
 
+    bad = set(options) - set(RunConfig.__dataclass_fields__)
+    if bad:
+        raise TypeError(f"sample() got unexpected keyword argument(s): {', '.join(sorted(bad))}")
+    cfg = replace(model, **options) if isinstance(model, RunConfig) else RunConfig(model, **options)
     dist = distributed.context()
     t0 = time.perf_counter()
-    run = None
+    plan = None
     try:
         with dist.collective():  # one rank failing to load stops all, with one message
-            if n < 1 or batch_size < 1:
-                raise UsageError("-n and --batch-size must be positive")
-            seed = check_seed(seed)
-            check_finite(params)
-            dev = dist.resolve_device(device) or resolve_device(device)
-            run = _prepare(model, checkpoint, overrides, n, seed, params, out_dir, formats, resume, dev, trust_pickle,
-                           modules, precision, compile, batch_size, dist, clamp)
-        run.t_load = time.perf_counter() - t0
+            cfg = cfg.check()
+            dev = dist.resolve_device(cfg.device) or resolve_device(cfg.device)
+            plan = _prepare(cfg, dev, dist)
+        plan.t_load = time.perf_counter() - t0
         with dist.collective():  # after rank 0 prepared the folder (clean-up, manifest), everyone lists what is left
-            todo = run.writer.pending()
-        return _run_batches(dist, run, todo, n, batch_size, seed, out_dir, resume, dev, trajectory, command,
-                            progress)
+            todo = plan.writer.pending()
+        return _run_batches(dist, plan, todo, progress)
     except KeyboardInterrupt:
-        if run is None:
-            raise Interrupted(f"interrupted before sampling started; nothing was written to {out_dir}") from None
-        kept = run.kept + run.writer.written
-        raise Interrupted(f"interrupted: {kept} of {n} samples are kept in {out_dir}; run the same command with "
-                          "--resume to continue") from None
+        if plan is None:
+            raise Interrupted(f"interrupted before sampling started; nothing was written to {cfg.out_dir}") from None
+        kept = plan.kept + plan.writer.written
+        raise Interrupted(f"interrupted: {kept} of {cfg.n} samples are kept in {cfg.out_dir}; run the same command "
+                          "with --resume to continue") from None
     finally:
-        if run is not None:
-            run.writer.close()
+        if plan is not None:
+            plan.writer.close()
 
 
-def _prepare(model, checkpoint, overrides, n, seed, params, out_dir, formats, resume, dev, trust_pickle, modules,
-             precision, compile, batch_size, dist, clamp=True):
+def _prepare(cfg: RunConfig, dev: torch.device, dist) -> RunPlan:
     """Load the bundle, build the sampler and open the output folder (no collective calls in here)."""
-    from types import SimpleNamespace
-
     from gpmcli.output import SampleWriter
     from gpmcli.precision import apply_to_bundle, check_precision, net_chunk
     from gpmcli.samplers import get_kind
 
-    check_precision(precision, dev)
+    model, params = cfg.model, cfg.params
+    check_precision(cfg.precision, dev)
     spec = get_kind(model)
-    bundle = resolve_bundle(model, checkpoint, overrides, device=dev, trust_pickle=trust_pickle, modules=modules,
-                            needed=tuple(spec.roles))
+    bundle = resolve_bundle(model, cfg.checkpoint, cfg.overrides, device=dev, trust_pickle=cfg.trust_pickle,
+                            modules=cfg.modules, needed=tuple(spec.roles))
     missing = [r for r in spec.roles if r not in bundle]
     if missing:
         raise UsageError(f"--model {model} needs a {' and a '.join(missing)} (bundle {bundle.name!r} has "
                          f"{', '.join(bundle.components) or 'nothing'})")
     given = sorted(k for k, v in (params or {}).items() if v is not None)
     params = with_bundle_defaults(bundle, model, params)
-    numerics = apply_to_bundle(bundle, precision=precision, compile=compile, batch=min(batch_size, n), device=dev,
-                               chunk=net_chunk(dev))
+    numerics = apply_to_bundle(bundle, precision=cfg.precision, compile=cfg.compile, batch=min(cfg.batch_size, cfg.n),
+                               device=dev, chunk=net_chunk(dev))
     sampler = spec.build(bundle, params)
     ignored = [k for k in given if k not in sampler.resolved]
     if ignored:  # a flag that changes nothing is a mistake the user should hear about (e.g. --steps for ddls)
@@ -230,19 +228,18 @@ def _prepare(model, checkpoint, overrides, n, seed, params, out_dir, formats, re
         if resolved:
             components[role]["resolved"] = resolved
     identity = {"model": model, "components": {r: c["sha256"] or c["ref"] for r, c in components.items()},
-                "seed": seed, "params": sampler.resolved}
-    writer = SampleWriter(out_dir, n, sampler.data_shape, sampler.data_range, formats, resume, target=target,
-                          identity=identity, primary=dist.is_main, clamp=clamp)
-    return SimpleNamespace(model=model, bundle=bundle, sampler=sampler, target=target, components=components,
-                           writer=writer, numerics=numerics, started=datetime.now(timezone.utc), t_load=0.0, kept=0)
+                "seed": cfg.seed, "params": sampler.resolved}
+    writer = SampleWriter(cfg.out_dir, cfg.n, sampler.data_shape, sampler.data_range, cfg.formats, cfg.resume,
+                          target=target, identity=identity, primary=dist.is_main, clamp=cfg.clamp)
+    return RunPlan(cfg, dev, bundle, sampler, target, components, writer, numerics)
 
 
-def _run_batches(dist, run, todo, n, batch_size, seed, out_dir, resume, dev, trajectory, command,
-                 progress) -> RunSummary:
+def _run_batches(dist, run: RunPlan, todo, progress) -> RunSummary:
     from gpmcli.distributed import fail_hook
 
-    sampler, writer = run.sampler, run.writer
-    run.kept = n - len(todo)  # samples already in the folder (resume)
+    sampler, writer, cfg, dev = run.sampler, run.writer, run.config, run.device
+    batch_size, trajectory = cfg.batch_size, cfg.trajectory
+    run.kept = cfg.n - len(todo)  # samples already in the folder (resume)
     n_batches = -(-len(todo) // batch_size)  # batch j is todo[j*b:(j+1)*b], cut when it is reached (bounded memory)
     nfe, t_sample, t_write, frames, diagnostics = 0, 0.0, 0.0, [], []
     if progress:
@@ -253,7 +250,7 @@ def _run_batches(dist, run, todo, n, batch_size, seed, out_dir, resume, dev, tra
                 idx = todo[j * batch_size:(j + 1) * batch_size]
                 fail_hook(idx)
                 t1 = time.perf_counter()
-                res = sampler(BatchNoise(seed, idx, dev), trajectory=trajectory)
+                res = sampler(BatchNoise(cfg.seed, idx, dev), trajectory=trajectory)
                 x = res.x.detach().float()
                 finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
                 if not bool(finite.all()):
@@ -278,65 +275,26 @@ def _run_batches(dist, run, todo, n, batch_size, seed, out_dir, resume, dev, tra
     summary = None
     with dist.collective():  # rank 0 merges and writes run.json once every rank has written its files
         if dist.is_main:
-            summary = _finish_run(dist, run, ranks, todo, n, batch_size, seed, out_dir, resume, dev, trajectory,
-                                  command)
+            summary = _finish_run(dist, run, ranks, todo)
     if summary is None:  # other ranks: their own share
-        summary = RunSummary(Path(out_dir), n, max(r["nfe"] for r in ranks),
+        summary = RunSummary(Path(cfg.out_dir), cfg.n, max(r["nfe"] for r in ranks),
                              {"load": run.t_load, "sample": t_sample, "write": t_write, "finish": 0.0},
                              {"rank": dist.rank})
     return summary
 
 
-def _finish_run(dist, run, ranks, todo, n, batch_size, seed, out_dir, resume, dev, trajectory,
-                command) -> RunSummary:
-    sampler, writer, target = run.sampler, run.writer, run.target
-    nfe = max(r["nfe"] for r in ranks)
-    t_sample = max(r["sample"] for r in ranks)
-    t_write = max(r["write"] for r in ranks)
-    diagnostics = sorted((d for r in ranks for d in r["diagnostics"]), key=lambda d: d["first_index"])
-    frames = [f for _, f in sorted((f for r in ranks for f in r["frames"]), key=lambda jf: jf[0])]
-    if not len(todo) and writer.previous:  # resumed a finished run: nothing sampled now
-        nfe = int(writer.previous.get("nfe_per_sample") or 0)
+def _finish_run(dist, run: RunPlan, ranks, todo) -> RunSummary:
+    """Rank 0: the trajectory animation, the manifest and ``run.json`` (:mod:`gpmcli.runrecord`)."""
+    from gpmcli.runrecord import run_record
 
+    cfg, writer = run.config, run.writer
+    frames = [f for _, f in sorted((f for r in ranks for f in r["frames"]), key=lambda jf: jf[0])]
     t_fin = time.perf_counter()
-    if trajectory and frames:
+    if cfg.trajectory and frames:
         from gpmcli.viz import write_trajectory
 
-        write_trajectory(Path(out_dir), torch.cat(frames, 1).numpy(), sampler.data_range, target=target)
+        write_trajectory(Path(cfg.out_dir), torch.cat(frames, 1).numpy(), run.sampler.data_range, target=run.target)
     files = writer.finalize()
-    wall = {"load": run.t_load, "sample": t_sample, "write": t_write, "finish": time.perf_counter() - t_fin}
-    run_info = {
-        "status": "complete",
-        "command": command or " ".join(sys.argv),
-        "model": run.model,
-        "bundle": run.bundle.name,
-        "components": run.components,
-        "n": n, "batch_size": batch_size, "seed": seed,
-        "seeding": "sample i draws all of its noise from a torch.Generator seeded with "
-                   "gpmcli.noise.sample_seed(seed, i)",
-        "params": sampler.resolved,
-        "nfe_per_sample": nfe,
-        "data_shape": list(sampler.data_shape),
-        "data_range": list(sampler.data_range) if sampler.data_range else None,
-        "formats": sorted(writer.formats),
-        "device": str(dev), "device_name": _device_name(dev), "dtype": "float32", **run.numerics,
-        "processes": dist.world,
-        "sharding": "global batch j (of --batch-size samples, in index order) on rank j % processes",
-        "wall_seconds_per_rank": [{"sample": r["sample"], "write": r["write"]} for r in ranks],
-        "resumed": resume, "generated_this_run": len(todo),
-        "started_at": run.started.isoformat(timespec="seconds"),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "wall_seconds": wall,
-        "diagnostics": diagnostics,
-        "out_of_range": writer.out_of_range(),
-        "versions": versions(),
-        "files": files,
-    }
+    run_info = run_record(run, ranks, todo, dist.world, files, t_fin)
     writer.write_run_json(run_info)
-    return RunSummary(Path(out_dir), n, nfe, wall, run_info)
-
-
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    return platform.processor() or platform.machine()
+    return RunSummary(Path(cfg.out_dir), cfg.n, run_info["nfe_per_sample"], run_info["wall_seconds"], run_info)

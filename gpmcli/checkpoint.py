@@ -1,13 +1,12 @@
 """The gpm checkpoint format: one directory = one network.
 
 ``model.safetensors`` (weights; header metadata ``{"format": "pt", "gpm.config": <config.json>}``), ``config.json`` and
-a model card ``README.md``. See INTERFACES.md "Checkpoint format".
+a model card ``README.md``. See docs/interfaces.md#checkpoint-format.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from gpmcli.errors import IntegrityError, UsageError
+from gpmcli.hashing import sha256_file  # noqa: F401  (imported from here by many modules)
 from gpmcli.fields.base import Component
 
 GPM_FORMAT = 1
@@ -26,14 +26,6 @@ ROLES = ("score", "discriminator", "generator", "classifier", "features")
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 CARD = "README.md"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
 
 
 def _read_umask() -> int:

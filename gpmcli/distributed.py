@@ -1,6 +1,6 @@
 """Several processes, one run: ``accelerate launch [--multi_gpu] --num_processes N -m gpmcli sample|fid|stats ...``.
 
-``accelerate`` is the engine (INTERFACES.md, "Distribution"): it starts the processes and :class:`accelerate.PartialState`
+``accelerate`` is the engine (docs/interfaces.md#distribution): it starts the processes and :class:`accelerate.PartialState`
 joins them into a process group (NCCL on GPUs, gloo on CPU hosts, where ``PartialState(cpu=True)`` is used). gpm adds:
 
 - **Fixed global batches.** The work is cut into the batches a 1-process run would make (``-b`` samples or images,

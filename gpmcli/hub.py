@@ -11,14 +11,13 @@ The environment is read at call time, not at import: ``HF_ENDPOINT`` (or ``endpo
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from gpmcli.errors import DownloadError, IntegrityError, UsageError
+from gpmcli.hashing import git_blob_sha1, sha256_file
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _REF_RE = re.compile(rf"^(?P<org>{_NAME})/(?P<name>{_NAME})(?:@(?P<rev>[A-Za-z0-9._-]+))?(?:/(?P<sub>[^@]+?))?/?$")
@@ -82,14 +81,6 @@ def hub_offline(offline: bool | None = None) -> bool:
 
 
 # ---- hashing -------------------------------------------------------------------------------------------------------
-def git_blob_sha1(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha1(b"blob %d\0" % os.path.getsize(path))
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
-
-
 def announced_hash(path: str | os.PathLike) -> str | None:
     """The hash the server announced for a cached file: the name of the blob its snapshot entry links to."""
     p = Path(path)
@@ -103,8 +94,6 @@ def verify_file(path: str | os.PathLike, expected_sha256: str | None = None) -> 
     """Check ``path`` against ``expected_sha256`` (pinned), else against its announced hash. Returns its sha256.
 
     Raises :class:`IntegrityError` on a mismatch."""
-    from gpmcli.checkpoint import sha256_file
-
     digest = sha256_file(path)
     if expected_sha256:
         if digest != expected_sha256.lower():
@@ -139,28 +128,32 @@ def _hub_errors() -> dict[str, type]:
 def _map_error(e: Exception, r: HfRef, filename: str | None, endpoint: str, offline: bool, cache: Path) -> Exception:
     E = _hub_errors()
     what = f"{r.repo_id}@{r.rev}" + (f"/{filename}" if filename else "")
+
+    def error(reason: str, message: str) -> DownloadError:
+        return DownloadError(message, reason=reason, repo_id=r.repo_id, revision=r.rev, filename=filename)
+
     if isinstance(e, E["gated"]):
-        return DownloadError(f"{r.repo_id} is gated or private on {endpoint}: accept its terms and log in "
-                             "(`hf auth login`), or set HF_TOKEN")
+        return error("gated", f"{r.repo_id} is gated or private on {endpoint}: accept its terms and log in "
+                              "(`hf auth login`), or set HF_TOKEN")
     if isinstance(e, E["revision"]):
-        return DownloadError(f"revision {r.rev!r} not found in {r.repo_id} on {endpoint}; check the @REV part")
+        return error("revision", f"revision {r.rev!r} not found in {r.repo_id} on {endpoint}; check the @REV part")
     if isinstance(e, E["repo"]):
-        return DownloadError(f"repository {r.repo_id} not found on {endpoint} (or it is private); check the name")
+        return error("repo", f"repository {r.repo_id} not found on {endpoint} (or it is private); check the name")
     if isinstance(e, (E["local"], E["offline"])) or (offline and isinstance(e, FileNotFoundError)):
         if offline:
-            return DownloadError(f"offline (HF_HUB_OFFLINE=1) and {what} is not in the cache {cache}; "
-                                 "run `gpm models pull` while online")
-        return DownloadError(f"cannot reach {endpoint} and {what} is not in the cache {cache}; check the network "
-                             "(or HF_ENDPOINT)")
+            return error("offline", f"offline (HF_HUB_OFFLINE=1) and {what} is not in the cache {cache}; "
+                                    "run `gpm models pull` while online")
+        return error("unreachable", f"cannot reach {endpoint} and {what} is not in the cache {cache}; check the "
+                                    "network (or HF_ENDPOINT)")
     if isinstance(e, (E["remote"], E["entry"])):
-        return DownloadError(f"file {filename or ''} not found in {r.repo_id}@{r.rev} on {endpoint}"
-                             + (f" (subfolder {r.subfolder!r})" if r.subfolder else ""))
+        return error("entry", f"file {filename or ''} not found in {r.repo_id}@{r.rev} on {endpoint}"
+                              + (f" (subfolder {r.subfolder!r})" if r.subfolder else ""))
     if isinstance(e, E["http"]):
-        return DownloadError(f"download of {what} from {endpoint} failed: {str(e).splitlines()[0]}")
+        return error("http", f"download of {what} from {endpoint} failed: {str(e).splitlines()[0]}")
     if isinstance(e, (OSError, ConnectionError)) or type(e).__module__.split(".")[0] in ("httpx", "httpx2", "requests",
                                                                                            "urllib3"):
-        return DownloadError(f"download of {what} from {endpoint} failed ({type(e).__name__}: "
-                             f"{str(e).splitlines()[0] if str(e) else 'no detail'}); check the network")
+        return error("network", f"download of {what} from {endpoint} failed ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0] if str(e) else 'no detail'}); check the network")
     return e
 
 
@@ -208,7 +201,8 @@ def _hf_download(r: HfRef, filename: str, *, endpoint: str, cache: Path, offline
         except Exception:
             what = f"{r.repo_id}@{r.rev}/" + (f"{r.subfolder}/" if r.subfolder else "") + filename
             raise DownloadError(f"cannot reach {endpoint} and {what} is not in the cache {cache}; check the "
-                                "network (or HF_ENDPOINT)") from None
+                                "network (or HF_ENDPOINT)", reason="unreachable", repo_id=r.repo_id, revision=r.rev,
+                                filename=filename) from None
     try:
         return Path(hf_hub_download(r.repo_id, filename, subfolder=r.subfolder, revision=r.revision,
                                     cache_dir=cache, endpoint=endpoint, local_files_only=offline,
@@ -294,48 +288,11 @@ def download_repo(ref: str, *, allow_patterns: list[str] | None = None, force: b
     except Exception as e:
         if unreachable:
             raise DownloadError(f"cannot reach {ep} and {r.repo_id}@{r.rev} is not in the cache {cache}; check the "
-                                "network (or HF_ENDPOINT)") from None
+                                "network (or HF_ENDPOINT)", reason="unreachable", repo_id=r.repo_id,
+                                revision=r.rev) from None
         raise _map_error(e, r, None, ep, off, cache) from None
     for p in sorted(root.rglob("*")):
         if p.is_file():
             rel = p.relative_to(root).as_posix()
             verify_file(p, (expected or {}).get(rel))
     return root / r.subfolder if r.subfolder else root
-
-
-def is_cached(ref: str, *, cache_dir: str | os.PathLike | None = None) -> bool:
-    """Whether the checkpoint at ``ref`` is in the cache (its files are present; not hashed)."""
-    r = parse_hf_ref(ref)
-    ep, cache = hub_endpoint(), hub_cache_dir(cache_dir)
-    try:  # presence only (no hashing): listing must stay fast; `gpm models verify` hashes
-        for f in CHECKPOINT_FILES:
-            _hf_download(r, f, endpoint=ep, cache=cache, offline=True, force=False)
-        return True
-    except DownloadError:
-        return False
-
-
-def cache_contents(cache_dir: str | os.PathLike | None = None) -> list[dict[str, Any]]:
-    """Model repositories in the Hugging Face cache: id, revisions (commit, refs), files and size on disk."""
-    from huggingface_hub import scan_cache_dir
-
-    cache = hub_cache_dir(cache_dir)
-    if not cache.is_dir():
-        return []
-    try:
-        info = scan_cache_dir(cache)
-    except Exception:  # an unreadable or foreign cache folder: report nothing rather than fail a listing
-        return []
-    out = []
-    for repo in sorted(info.repos, key=lambda r: (r.repo_type, r.repo_id)):
-        revs = []
-        for rev in sorted(repo.revisions, key=lambda v: v.commit_hash):
-            files = sorted(f.file_path.relative_to(rev.snapshot_path).as_posix() for f in rev.files)
-            revs.append({"commit": rev.commit_hash, "refs": sorted(rev.refs), "files": files,
-                         "gpm_checkpoints": sorted(str(Path(f).parent) for f in files
-                                                   if Path(f).name == "model.safetensors"
-                                                   and (Path(f).parent / "config.json").as_posix() in files),
-                         "size_on_disk": rev.size_on_disk})
-        out.append({"repo_id": repo.repo_id, "repo_type": repo.repo_type, "size_on_disk": repo.size_on_disk,
-                    "path": str(repo.repo_path), "revisions": revs})
-    return out

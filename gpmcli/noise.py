@@ -3,7 +3,7 @@
 Sample ``i`` of a run seeded with ``seed`` owns one ``torch.Generator`` seeded from ``(seed, i)``. Every random draw of
 its chain (initial noise, every step's noise, a MALA uniform) comes from that generator, in the order the sampler asks
 for it. A batch therefore produces the same rows whatever other samples share it, which makes output independent of
-the batch size and of the number of processes (docs/algorithms.md#determinism).
+the batch size and of the number of processes (docs/interfaces.md#determinism).
 
 Samplers never call ``torch.randn`` themselves: they take a :class:`BatchNoise` and call :meth:`BatchNoise.randn`.
 """

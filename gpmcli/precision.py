@@ -2,7 +2,7 @@
 
 Only network calls change. Each network of the bundle is wrapped in :class:`NetCall`, which runs it under
 ``torch.autocast`` (bf16/fp16) and hands back float32 outputs, so the particle state, the sampler's arithmetic and every
-noise draw stay float32 (INTERFACES.md, "Distribution"). Analytic fields (``toy:`` targets, oracles) are not networks
+noise draw stay float32 (docs/interfaces.md#distribution). Analytic fields (``toy:`` targets, oracles) are not networks
 and are left alone.
 
 ``--compile`` wraps the network in ``torch.compile(dynamic=False)``. The compiled graph is specialised to one batch

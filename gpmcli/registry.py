@@ -1,7 +1,6 @@
-"""Checkpoint references and the bundle registry (``checkpoints/registry.toml``).
-
-A reference is a registry bundle name, a local checkpoint directory, ``hf:ORG/NAME[@REV][/SUBFOLDER]`` or an analytic
-target ``toy:NAME`` / ``toy:PATH.json``.
+"""The bundle registry (``checkpoints/registry.toml``): bundles of components by role, their sampler defaults and
+which bundle each ``--model`` kind uses. References to checkpoints are read by :mod:`gpmcli.refs`; ``load_bundle``
+and ``load_component`` here are the library entry points over it.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ else:  # pragma: no cover
 
 from gpmcli.errors import UsageError
 from gpmcli.fields.base import Bundle, Component
-from gpmcli.samplers import check_params
 
 
 def checkpoints_dir() -> Path:
@@ -107,7 +105,7 @@ class Registry:
     def problems(self) -> list[str]:
         """What is wrong with the registry itself: unpinned Hub components, missing local checkpoints, defaults that
         name no bundle. (Checked by the test suite, so every bundle added stays reproducible.)"""
-        from gpmcli.hub import parse_hf_ref
+        from gpmcli.refs import parse_component
 
         out = []
         for kind, name in self.defaults.items():
@@ -116,27 +114,25 @@ class Registry:
         for name, spec in self.bundles.items():
             for role, c in spec.components.items():
                 where = f"bundles.{name}.{role}"
-                if c.ref.startswith(("hf:", "url:")) and c.convert:  # a foreign repository, converted on first use
+                try:
+                    r = parse_component(c.ref, base=self.root, sha256=c.sha256, convert=c.convert)
+                except UsageError as e:
+                    out.append(f"{where}: {e}")
+                    continue
+                if r.kind == "converted":  # a foreign repository or file, converted on first use
                     from gpmcli.convert import FORMATS
 
                     if c.convert not in FORMATS:
                         out.append(f"{where}: convert = {c.convert!r} is not a gpm convert format")
                     if c.pin == "unpinned" and not c.unpinned:
                         out.append(f"{where}: {c.ref} is not pinned to a commit and does not say why (unpinned = ...)")
-                elif c.ref.startswith("hf:"):
-                    try:
-                        r = parse_hf_ref(c.ref)
-                    except UsageError as e:
-                        out.append(f"{where}: {e}")
-                        continue
-                    if not r.revision:
+                elif r.kind == "hf":
+                    if not r.hf.revision:
                         out.append(f"{where}: {c.ref} has no pinned @REV")
                     if not c.sha256 or len(c.sha256) != 64:
                         out.append(f"{where}: {c.ref} has no sha256 of model.safetensors")
-                elif c.ref.startswith(("toy:", "url:")):
-                    continue
-                else:
-                    p = Path(c.ref) if Path(c.ref).is_absolute() else self.root / c.ref
+                elif r.kind == "path":
+                    p = r.path
                     if not (p / "model.safetensors").is_file() or not (p / "config.json").is_file():
                         out.append(f"{where}: {c.ref} is not a checkpoint directory under {self.root}")
         return out
@@ -144,55 +140,20 @@ class Registry:
 
 def load_component(ref: str, role: str | None = None, *, sha256: str | None = None, device="cpu",
                    trust_pickle: bool = False, base: Path | None = None, convert: str | None = None) -> Component:
-    """Resolve one component reference (not a bundle) and load it. ``convert``: ``ref`` is a Hub repository in that
-    ``gpm convert`` format, converted once and cached (:mod:`gpmcli.zoo`)."""
-    from gpmcli.checkpoint import load_checkpoint
+    """Load the network of role ``role`` that ``ref`` names (any form :func:`gpmcli.refs.parse_ref` takes; a
+    bundle's component of that role). ``sha256``/``base``/``convert``: ``ref`` is a registry component (pinned
+    weights, a folder relative to ``base``, a foreign format converted once, see :mod:`gpmcli.zoo`)."""
+    from gpmcli.refs import parse_component, parse_ref
 
-    if convert is not None:
-        from gpmcli.zoo import converted_component
-
-        path = converted_component(ref, convert, sha256=None if convert == "diffusers" else sha256)
-        comp = load_checkpoint(path, ref=ref, device=device)
-        got = (comp.config.get("provenance", {}).get("resolved") or {}).get("sha256")
-        if sha256 and got != sha256.lower():
-            from gpmcli.errors import IntegrityError
-
-            raise IntegrityError(f"{ref}: the converted weight file has sha256 {str(got)[:12]}…, the registry pins "
-                                 f"{sha256[:12]}…; the revision changed or the cache is corrupt: delete {path}")
-        if role is not None and comp.role != role:
-            raise UsageError(f"{ref} converts to a {comp.role} checkpoint, but a {role} is needed here")
-        return comp
-
-    if ref.startswith("toy:"):
-        from gpmcli.fields.toy import load_toy, toy_config
-
-        gm = load_toy(ref[4:])
-        return Component(role="score", module=gm.to(device), config=toy_config(gm, ref), ref=ref)
-    if ref.startswith("hf:"):
-        from gpmcli.hub import download_checkpoint
-
-        path = download_checkpoint(ref, expected_sha256=sha256)
-        comp = load_checkpoint(path, ref=ref, expected_sha256=sha256, device=device, trust_code=trust_pickle)
+    if sha256 is not None or base is not None or convert is not None:
+        r = parse_component(ref, base=base, sha256=sha256, convert=convert)
     else:
-        p = Path(ref)
-        if not p.is_absolute() and base is not None and not p.exists():
-            p = base / p
-        if not p.exists():
-            raise UsageError(f"checkpoint not found: {ref} (not a registry name, directory, hf: or toy: reference)")
-        comp = load_checkpoint(p, ref=ref, expected_sha256=sha256, device=device, trust_code=trust_pickle)
-    if role is not None and comp.role != role and not (role == "features" and comp.role == "classifier"):
-        raise UsageError(f"{ref} is a {comp.role} checkpoint, but a {role} is needed here")
-    return comp
+        r = parse_ref(ref)
+    return r.component(role, device=device, trust_pickle=trust_pickle)
 
 
 def load_bundle(ref: str, *, registry: Registry | None = None, device="cpu", trust_pickle: bool = False) -> Bundle:
-    """A registry bundle name, or a single component reference (a bundle of one)."""
-    registry = registry or Registry.load()
-    if ref in registry.bundles:
-        spec = registry.bundles[ref]
-        comps = {role: load_component(c.ref, role, sha256=c.sha256, device=device,
-                                      base=registry.root, convert=c.convert)
-                 for role, c in spec.components.items()}
-        return Bundle(ref, comps, params={k: check_params(k, v, f"bundle {ref!r}") for k, v in spec.params.items()})
-    comp = load_component(ref, device=device, trust_pickle=trust_pickle)
-    return Bundle(ref, {comp.role: comp})
+    """A registry bundle, or any other reference :func:`gpmcli.refs.parse_ref` takes (a bundle of one)."""
+    from gpmcli.refs import parse_ref
+
+    return parse_ref(ref, registry=registry).load(device=device, trust_pickle=trust_pickle)

@@ -7,7 +7,6 @@ so that loading a checkpoint never imports them. Loading a user-module checkpoin
 
 from __future__ import annotations
 
-import hashlib
 import importlib.machinery
 import importlib.util
 import json
@@ -20,6 +19,7 @@ from typing import Any
 from torch import nn
 
 from gpmcli.errors import IntegrityError, UnsafeFileError, UsageError
+from gpmcli.hashing import sha256_file
 
 USER_ARCH = "user-module"
 
@@ -40,7 +40,7 @@ def parse_module_spec(spec: str) -> tuple[Path, str]:
 def import_class(path: Path, cls: str) -> type:
     """Import class ``cls`` from the Python file ``path`` (the user's own code)."""
     path = Path(os.path.abspath(path))  # not resolved: in a Hub cache the .py name is a symlink to a suffix-less blob
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    digest = sha256_file(path)[:16]
     stem = re.sub(r"\W", "_", path.stem)
     mod_name = f"gpm_user_{stem}_{digest}"
     mod = sys.modules.get(mod_name)
@@ -87,7 +87,7 @@ def build_user_module(arch: dict[str, Any], base: Path, *, trust_code: bool = Fa
         raise UnsafeFileError(f"{base}: arch file {fname!r} lies outside the checkpoint directory; refused")
     if not path.is_file():
         raise UsageError(f"{base}: the architecture file {fname} is missing from the checkpoint")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = sha256_file(path)
     if kw.get("sha256") and digest != kw["sha256"]:
         raise IntegrityError(f"{path}: sha256 {digest[:12]}… differs from the config's {kw['sha256'][:12]}…")
     if not trust_code:

@@ -1,7 +1,7 @@
 """A stand-in for the Hugging Face Hub, for offline tests (standard library only).
 
 It serves arbitrary files per (repository, revision) from memory over threaded HTTP/1.1 on 127.0.0.1 (random port)
-and answers what ``huggingface_hub`` asks for (INTERFACES.md, "Offline testing of the Hub path"):
+and answers what ``huggingface_hub`` asks for (docs/interfaces.md#hub-endpoints):
 
 - ``HEAD/GET /{repo}/resolve/{rev}/{path}`` with ``X-Repo-Commit``, ``ETag`` and, for large-file-storage (LFS) files,
   ``X-Linked-Etag`` (the sha256) and ``X-Linked-Size``; ``Range: bytes=a-b`` on GET;

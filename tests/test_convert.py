@@ -14,28 +14,12 @@ import torch
 from torch import nn
 
 from gpmcli.checkpoint import load_checkpoint, read_config
+from clitools import gpm  # noqa: E402
 
 torch.manual_seed(0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one intra-op thread is faster, and much faster on a loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def gpm(*args) -> int:
-    """Run the gpm CLI in-process, as the console script does (GpmTyper maps errors to exit codes)."""
-    from gpmcli.cli import app
-
-    try:
-        app([str(a) for a in args], prog_name="gpm")
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def original(path: Path) -> dict:

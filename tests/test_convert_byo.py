@@ -15,6 +15,7 @@ import torch
 
 from gpmcli.convert import component_from_module, module_options
 from gpmcli.errors import UsageError
+from clitools import gpm as _run, kind_available as _kind_available  # noqa: E402
 
 WGAN_PY = textwrap.dedent('''
     from torch import nn
@@ -68,13 +69,7 @@ SCORE_PY = textwrap.dedent('''
 ''')
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one intra-op thread is faster, and much faster on a loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -166,26 +161,6 @@ def test_sample_cli_rejects_incomplete_module_flags(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------------
 # end to end through the samplers (activate once the kinds exist on the branch)
-
-
-def _kind_available(name: str) -> bool:
-    from gpmcli.samplers import get_kind
-
-    try:
-        get_kind(name)
-        return True
-    except UsageError:
-        return False
-
-
-def _run(*args) -> int:
-    from gpmcli.cli import app
-
-    try:
-        app([str(a) for a in args], prog_name="gpm")
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def test_ddls_with_module_pair_equals_converted_bundle(wgan_files, tmp_path):

@@ -10,40 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from clitools import gpm as _run, kind_available as _kind  # noqa: E402
 
 diffusers = pytest.importorskip("diffusers")
 
 T = 20  # training timesteps of the tiny model (= sampler steps, so the ladders coincide)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks: one intra-op thread is faster, and much faster on a loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _run(*args) -> int:
-    from gpmcli.cli import app
-
-    try:
-        app([str(a) for a in args], prog_name="gpm")
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
-
-
-def _kind(name: str) -> bool:
-    from gpmcli.errors import UsageError
-    from gpmcli.samplers import get_kind
-
-    try:
-        get_kind(name)
-        return True
-    except UsageError:
-        return False
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

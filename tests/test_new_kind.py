@@ -59,7 +59,6 @@ def new_kind(tmp_path, monkeypatch):
     samplers.get_kind("edm")  # the package's own kinds registered first, so the copy below holds them all
     monkeypatch.setattr(samplers, "__path__", [*samplers.__path__, str(kinds)])
     monkeypatch.setattr(samplers, "KINDS", dict(samplers.KINDS))
-    monkeypatch.setattr(samplers, "_IMPORTED", False)
     target = tmp_path / "gauss.json"
     target.write_text(json.dumps({"weights": [1.0], "means": [MU], "covs": [[[S**2, 0.0], [0.0, S**2]]]}))
     (tmp_path / "registry.toml").write_text(  # the registry line (plus the bundle it names)

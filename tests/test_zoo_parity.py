@@ -14,22 +14,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from clitools import gpm as _run  # noqa: E402
 
 diffusers = pytest.importorskip("diffusers")
 
 import replicas  # noqa: E402
 
 from gpmcli.noise import BatchNoise  # noqa: E402
-
-
-def _run(*args) -> int:
-    from gpmcli.cli import app
-
-    try:
-        app([str(a) for a in args], prog_name="gpm")
-    except SystemExit as e:
-        return int(e.code or 0)
-    return 0
 
 
 def _write(files: dict, root):

@@ -1,147 +1,22 @@
 """The ``gpm`` command line: a thin Typer layer over :mod:`gpmcli.api`.
 
 Results go to stdout, progress and messages to stderr. Any :class:`~gpmcli.errors.GpmError` becomes one line on stderr
-and its documented exit code (INTERFACES.md); ``-v`` adds the traceback of unexpected errors.
+and its documented exit code (docs/interfaces.md#exit-codes-and-errors); ``-v`` adds the traceback of unexpected
+errors. :mod:`gpmcli.cli.base` holds the shared ``app``; each command module registers its commands on it.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 
-import click
-import typer
-from rich.console import Console
-from rich.markup import escape
-
-from gpmcli import __version__
-from gpmcli.errors import GpmError
-
-err_console = Console(stderr=True, highlight=False)
-out_console = Console(highlight=False)
-log = logging.getLogger("gpm")
-
-
-class _State:
-    verbosity = 0
-
-
-state = _State()
-
-
-class GpmTyper(typer.Typer):
-    """Typer app that turns gpm errors into one line and an exit code instead of a traceback."""
-
-    def __call__(self, *args, **kwargs):
-        try:
-            return super().__call__(*args, **kwargs)
-        except SystemExit as e:
-            if e.code == 130:  # Ctrl-C outside a sampling loop (Typer exits 130 silently)
-                err_console.print("interrupted")
-            raise
-        except GpmError as e:
-            if not _quiet_here(e):
-                from gpmcli.errors import Interrupted
-
-                prefix = "" if isinstance(e, Interrupted) else "[bold red]error:[/] "
-                err_console.print(f"{prefix}{escape(str(e))}", markup=True, soft_wrap=True)
-            if hasattr(e, "reported"):
-                e.reported()
-            sys.exit(e.exit_code)
-        except KeyboardInterrupt:
-            err_console.print("interrupted")
-            sys.exit(130)
-        except Exception as e:  # unexpected: one line, traceback with -v
-            if state.verbosity > 0:
-                err_console.print_exception()
-            err_console.print(f"[bold red]error:[/] unexpected {type(e).__name__}: {escape(str(e))} "
-                              "(run with -v for a traceback)", soft_wrap=True)
-            sys.exit(1)
-
-
-def _quiet_here(e: GpmError) -> bool:
-    """True when another rank of a distributed run prints this error: one it reported for all ranks, or a usage error
-    (the same arguments fail the same way on every rank, so rank 0's line is enough)."""
-    if getattr(e, "gpm_quiet", False):
-        return True
-    from gpmcli.distributed import is_main_process
-    from gpmcli.errors import UsageError
-
-    return isinstance(e, UsageError) and not is_main_process()
-
-
-app = GpmTyper(
-    name="gpm",
-    help="Sample from pretrained generative particle models: diffusion, GANs, Discriminator Flow, DiffFlow, DDLS.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-def _version(value: bool):
-    if value:
-        out_console.print(f"gpm {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
-    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="More messages (-vv for debug)."),
-    quiet: bool = typer.Option(False, "-q", "--quiet", help="Only errors on stderr; no progress."),
-):
-    state.verbosity = -1 if quiet else verbose
-    # gpm's own messages at INFO (DEBUG with -v); other libraries only warn unless -vv (no per-request HTTP lines).
-    gpm_level = logging.ERROR if quiet else (logging.INFO if verbose == 0 else logging.DEBUG)
-    root_level = logging.ERROR if quiet else (logging.WARNING if verbose < 2 else logging.DEBUG)
-    logging.basicConfig(level=root_level, format="%(message)s", handlers=[_StderrHandler()], force=True)
-    log.setLevel(gpm_level)
-    logging.captureWarnings(True)
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time of the record (it may be swapped, e.g. by test runners)."""
-
-    def __init__(self):
-        super().__init__(sys.stderr)
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value):
-        pass
-
-
-def info(msg: str) -> None:
-    """A message on stderr unless -q."""
-    if state.verbosity >= 0:
-        err_console.print(msg, soft_wrap=True, markup=False)
-
-
-def warn(msg: str) -> None:
-    if state.verbosity >= 0:
-        err_console.print(f"[yellow]warning:[/] {escape(msg)}", soft_wrap=True)
-
-
-def progress_bar(total: int, description: str, enabled: bool = True):
-    """A rich progress bar on stderr (disabled with -q, when stderr is not a terminal and verbosity is 0, and on
-    every rank but 0 of a distributed run: ``enabled=False``)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=err_console, disable=state.verbosity < 0 or not enabled, transient=False)
-
-
-# Register the commands (each module adds its own to ``app``).
-from gpmcli.cli import sample as _sample  # noqa: E402,F401
-from gpmcli.cli import models as _models  # noqa: E402,F401
-from gpmcli.cli import metrics as _metrics  # noqa: E402,F401
-from gpmcli.cli import convert as _convert  # noqa: E402,F401
-from gpmcli.cli import train as _train  # noqa: E402,F401
+# Each command module registers its commands on ``app``, in this order (the order of `gpm --help`).
+from gpmcli.cli import sample  # noqa: F401,I001
+from gpmcli.cli import models  # noqa: F401
+from gpmcli.cli import metrics  # noqa: F401
+from gpmcli.cli import convert  # noqa: F401
+from gpmcli.cli import train  # noqa: F401
+from gpmcli.cli.base import (  # noqa: F401  (the names the console script and callers use)
+    GpmTyper, app, err_console, info, log, out_console, progress_bar, state, warn)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from gpmcli.cli import app, info
+from gpmcli.cli.base import app, info
 from gpmcli.errors import UsageError
 
 _META = "Role metadata (written to config.json)"

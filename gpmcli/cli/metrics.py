@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from gpmcli.cli import app, info, out_console
+from gpmcli.cli.base import app, info, out_console
 
 _FEATURES_HELP = "Feature network: inception (FID Inception-v3, 2048-d) or lenet (MNIST LeNet-5 f6, 84-d: FD-LeNet)."
 _WEIGHTS_HELP = ("FID Inception-v3 weights: a local pt_inception-2015-12-05-6726825d.pth (pytorch-fid) or "
@@ -27,7 +27,7 @@ def _device(device: Optional[str]):
         return dev
     if device in (None, "", "auto"):
         return None
-    from gpmcli.api import resolve_device
+    from gpmcli.device import resolve_device
 
     resolve_device(device)  # one line, exit 2, for a device that is not there (as `gpm sample` does)
     return device

@@ -8,7 +8,7 @@ import sys
 import typer
 from rich.text import Text
 
-from gpmcli.cli import app, info as say, out_console, state
+from gpmcli.cli.base import app, info as say, out_console, state
 from gpmcli.errors import DownloadError, IntegrityError
 
 models_app = typer.Typer(help="List, download, inspect and verify checkpoints.", no_args_is_help=True)

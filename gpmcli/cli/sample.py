@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from gpmcli.cli import app, info, out_console, progress_bar, warn
+from gpmcli.cli.base import app, info, out_console, progress_bar, warn
 from gpmcli.errors import UsageError
 from gpmcli.samplers.options import SAMPLER_PANEL, SamplerOption, cli_options
 
@@ -112,11 +112,11 @@ def sample(
         bar.update(task, completed=done, total=total)
 
     try:
-        summary = api.sample(model, checkpoint=checkpoint, overrides=overrides, n=n, batch_size=batch_size, seed=seed,
-                             params=params, out_dir=out, formats=formats, resume=resume, device=device,
-                             trust_pickle=trust_pickle, trajectory=trajectory, command=command,
-                             progress=on_progress, modules=modules, precision=precision, compile=compile_,
-                             clamp=not raw)
+        config = api.RunConfig(model, checkpoint=checkpoint, overrides=overrides, n=n, batch_size=batch_size,
+                               seed=seed, params=params, out_dir=out, formats=formats, resume=resume, device=device,
+                               trust_pickle=trust_pickle, trajectory=trajectory, command=command, modules=modules,
+                               precision=precision, compile=compile_, clamp=not raw)
+        summary = api.sample(config, progress=on_progress)
     finally:
         if task is not None:
             bar.stop()

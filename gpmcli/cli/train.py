@@ -14,7 +14,7 @@ from typing import Optional
 
 import typer
 
-from gpmcli.cli import app, info, out_console, progress_bar
+from gpmcli.cli.base import app, info, out_console, progress_bar
 from gpmcli.errors import UsageError
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import platform
 import time
 import warnings
 from typing import Any
@@ -15,6 +14,7 @@ from gpmcli.errors import UsageError
 from gpmcli.metrics.features import Pipeline, make_pipeline, pipeline_id
 from gpmcli.metrics.frechet import MetricWarning, frechet_distance
 from gpmcli.metrics.sources import ImageSource, Stats, default_workers, open_source
+from gpmcli.version import versions
 
 log = logging.getLogger("gpm")
 
@@ -99,13 +99,6 @@ def _extract_sharded(dist, source, pipeline, total, batch_size, workers, keep, p
     return mom, feats
 
 
-def _versions() -> dict[str, str]:
-    import gpmcli
-
-    return {"gpm": gpmcli.__version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
-
-
 def compute_stats(src, *, features: str = "inception", inception_weights=None, lenet_weights=None,
                   resize: str = "tf1", n: int | None = None, batch_size: int = 100, device=None,
                   workers: int | None = None, pipeline: Pipeline | None = None, progress=None) -> Stats:
@@ -117,7 +110,7 @@ def compute_stats(src, *, features: str = "inception", inception_weights=None, l
                                          resize_mode=resize, device=device)
     mom, _ = extract(source, pipeline, n=n, batch_size=batch_size, workers=workers, progress=progress)
     mu, sigma = mom.result()
-    meta = {"source": source.name, **pipeline.describe(), "versions": _versions()}
+    meta = {"source": source.name, **pipeline.describe(), "versions": versions(("torch", "numpy"))}
     shape = image_shape(source)
     if shape:
         meta["image_shape"] = list(shape)
@@ -216,5 +209,5 @@ def fid(gen, ref, *, features: str = "inception", inception_weights=None, lenet_
         out.update(k_pr=3, k_dc=5)
     out["warnings"] = msgs
     out["seconds"] = {"features": round(t1 - t0, 3), "total": round(time.perf_counter() - t0, 3)}
-    out["versions"] = _versions()
+    out["versions"] = versions(("torch", "numpy"))
     return out

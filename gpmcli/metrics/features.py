@@ -155,15 +155,15 @@ def _lenet_module(weights=None, device="cpu"):
     """(module, ref, sha256) for LeNet features: a checkpoint ref, a csinva .pth file, or the registry bundle."""
     from gpmcli.checkpoint import sha256_file
     from gpmcli.nets.lenet import LeNet5
-    from gpmcli.registry import Registry, load_bundle, load_component
+    from gpmcli.refs import parse_ref
+    from gpmcli.registry import Registry
     from gpmcli.safeload import load_weights, state_dict_of
 
     if weights is None:
         reg = Registry.load()
         if LENET_BUNDLE not in reg.bundles:
             raise UsageError(LENET_HINT)
-        bundle = load_bundle(LENET_BUNDLE, registry=reg, device=device)
-        comp = next(iter(bundle.components.values()))
+        comp = parse_ref(LENET_BUNDLE, registry=reg).component(None, device=device)
         return comp.module, LENET_BUNDLE, comp.sha256 or ""
     p = Path(str(weights))
     if p.is_file():
@@ -173,7 +173,7 @@ def _lenet_module(weights=None, device="cpu"):
         except RuntimeError as e:
             raise UsageError(f"{p}: not LeNet-5 weights ({str(e).splitlines()[0]})") from None
         return net, str(p), sha256_file(p)
-    comp = load_component(str(weights), device=device)
+    comp = parse_ref(str(weights)).component(None, device=device)
     if not hasattr(comp.module, "features"):
         raise UsageError(f"{weights}: network has no features() method")
     return comp.module, str(weights), comp.sha256 or ""

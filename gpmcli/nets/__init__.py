@@ -11,6 +11,7 @@ from typing import Any
 from torch import nn
 
 from gpmcli.errors import UsageError
+from gpmcli.plugins import import_all
 
 ARCHS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -41,17 +42,6 @@ def arch_config(module: nn.Module, **kwargs: Any) -> dict[str, Any]:
     return {"name": type(module).arch_name, "kwargs": kwargs}
 
 
-_IMPORTED = False
-
-
 def _import_all() -> None:
     """Import every architecture module so that their registrations run."""
-    global _IMPORTED
-    if _IMPORTED:
-        return
-    import importlib
-    import pkgutil
-
-    for info in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{info.name}")
-    _IMPORTED = True
+    import_all(__name__, __path__)

@@ -13,13 +13,12 @@ This module imports no torch (the CLI reads the option declarations at start-up)
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gpmcli.errors import UsageError
+from gpmcli.plugins import import_all
 from gpmcli.samplers.options import OPTIONS, SamplerOption, register_option, uses  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
@@ -89,15 +88,8 @@ def register_kind(spec: SamplerSpec) -> SamplerSpec:
     return spec
 
 
-_IMPORTED = False
-
-
 def get_kind(name: str) -> SamplerSpec:
-    global _IMPORTED
-    if not _IMPORTED:
-        for info in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{info.name}")
-        _IMPORTED = True
+    import_all(__name__, __path__)
     if name not in KINDS:
         if name in ALL_KINDS:
             raise UsageError(f"--model {name}: not available yet")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpmcli.errors import UsageError
-from gpmcli.train import Opt
+from gpmcli.opts import Opt
 
 SAMPLER_PANEL = "Sampler options (used by the kinds they apply to)"
 

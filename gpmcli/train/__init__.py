@@ -19,7 +19,7 @@ Each role is one module in this package that registers a :class:`RoleSpec` at im
 
 Keys are the role names of ``gpm train ROLE``; ``discriminator`` is keyed by its ``--for`` target
 (``discriminator:diffflow``, ``discriminator:discr-flow``, ``discriminator:ddls``). Modules are discovered automatically (every module of
-this package is imported once), so adding a role is adding a file. A role named in :data:`ROLES` without a
+this package is imported once), so adding a role is adding a file. A role named in :data:`TRAIN_ROLES` without a
 registered module answers "not available yet" (exit 2).
 
 What the common loop (:class:`gpmcli.train.common.Loop`) gives a role through ``self.ctx``
@@ -48,46 +48,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpmcli.errors import NotAvailableError, UsageError
+from gpmcli.opts import Opt  # noqa: F401  (re-exported: role modules declare their options with it)
+from gpmcli.plugins import import_all
 
-#: every role ``gpm train`` knows (registered or not yet available)
-ROLES = ("score", "gan", "discriminator", "score-gan")
+#: every ``gpm train ROLE`` (registered or not yet available); what a trainer *writes* is a checkpoint role
+#: (:data:`gpmcli.checkpoint.ROLES`), a different list: ``gan`` and ``score-gan`` write a generator
+TRAIN_ROLES = ("score", "gan", "discriminator", "score-gan")
 #: ``gpm train discriminator --for X``
 DISCRIMINATOR_TARGETS = ("diffflow", "discr-flow", "ddls")
-
-
-@dataclass
-class Opt:
-    """A role-specific option ``--NAME VALUE`` (``type`` bool: a flag). ``choices`` restricts the values."""
-
-    name: str
-    type: Callable = str
-    default: Any = None
-    help: str = ""
-    choices: tuple[str, ...] | None = None
-
-    @property
-    def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    def parse(self, raw: str) -> Any:
-        if self.type is bool:
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            raise UsageError(f"{self.flag} takes true or false, not {raw!r}")
-        if self.type in (list, tuple):
-            try:
-                return [int(v) for v in raw.replace(" ", "").split(",") if v != ""]
-            except ValueError:
-                raise UsageError(f"{self.flag} takes comma-separated integers, not {raw!r}") from None
-        try:
-            v = self.type(raw)
-        except (TypeError, ValueError):
-            raise UsageError(f"{self.flag} takes a {getattr(self.type, '__name__', 'value')}, not {raw!r}") from None
-        if self.choices and v not in self.choices:
-            raise UsageError(f"{self.flag} must be one of {', '.join(self.choices)}, not {raw!r}")
-        return v
 
 
 @dataclass
@@ -134,26 +102,14 @@ def register_role(spec: RoleSpec) -> RoleSpec:
     return spec
 
 
-_IMPORTED = False
-
-
 def _import_all() -> None:
-    global _IMPORTED
-    if _IMPORTED:
-        return
-    import importlib
-    import pkgutil
-
-    for info in pkgutil.iter_modules(__path__):
-        if info.name != "common":
-            importlib.import_module(f"{__name__}.{info.name}")
-    _IMPORTED = True
+    import_all(__name__, __path__, skip=("common", "context"))
 
 
 def role_key(role: str, target: str | None) -> str:
     """``score`` / ``gan`` / ``score-gan`` / ``discriminator:TARGET``; raises for unknown roles."""
-    if role not in ROLES:
-        raise UsageError(f"unknown role {role!r} for gpm train; expected one of {', '.join(ROLES)}")
+    if role not in TRAIN_ROLES:
+        raise UsageError(f"unknown role {role!r} for gpm train; expected one of {', '.join(TRAIN_ROLES)}")
     if role == "discriminator":
         if not target:
             raise UsageError("gpm train discriminator needs --for diffflow|discr-flow|ddls")

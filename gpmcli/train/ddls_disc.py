@@ -37,12 +37,9 @@ from gpmcli.train.gan import default_discriminator
 
 
 def _component(ref: str, role: str, device):
-    from gpmcli.registry import load_bundle
+    from gpmcli.refs import parse_ref
 
-    b = load_bundle(ref, device=device)
-    if role not in b:
-        raise UsageError(f"{ref}: no {role} in it")
-    return b[role]
+    return parse_ref(ref).component(role, device=device)
 
 
 def _is_padded_mnist(data, gen_shape: tuple[int, ...]) -> bool:

@@ -61,17 +61,14 @@ class DiffFlowDiscTrainer(RoleTrainer):
 
     def setup(self):
         from gpmcli.fields.score import denoiser_from_component
-        from gpmcli.registry import load_bundle
+        from gpmcli.refs import parse_ref
 
         a, data, dev = self.args, self.ctx.data, self.ctx.device
         self.family = a["family"]
         self.den = None
         score_ref = a["score"]
         if score_ref:
-            b = load_bundle(score_ref, device=dev)
-            if "score" not in b:
-                raise UsageError(f"--score {score_ref}: no score network in it")
-            comp = b["score"]
+            comp = parse_ref(score_ref).component("score", device=dev)
             if comp.data_shape and tuple(comp.data_shape) != tuple(data.shape):
                 raise UsageError(f"--score {score_ref} is for data of shape {list(comp.data_shape)}, the data has "
                                  f"{list(data.shape)}")
@@ -129,7 +126,7 @@ class DiffFlowDiscTrainer(RoleTrainer):
     @torch.no_grad()
     def simulate(self, n: int, g: torch.Generator) -> torch.Tensor:
         """States ``x_0 .. x_{N-1}`` of ``n`` trajectories (CPU tensor ``(N, n, *shape)``)."""
-        shape, dev, bs = tuple(self.ctx.data.shape), self.ctx.device, self.args["sim_batch"]
+        shape, bs = tuple(self.ctx.data.shape), self.args["sim_batch"]
         out = torch.empty(len(self.sigmas), n, *shape)
         grid = self.sigmas + [0.0]
         for lo in range(0, n, bs):

@@ -55,13 +55,12 @@ def default_gen_denoiser(shape, sigma_data: float, width: int | None = None):
 def load_data_denoiser(ref: str, shape: tuple[int, ...]):
     """The frozen data denoiser of ``--score REF`` (registry name, directory, hf: or toy: reference)."""
     from gpmcli.fields.score import denoiser_from_component
-    from gpmcli.registry import Registry, load_bundle, load_component
+    from gpmcli.refs import parse_ref
 
     if not ref:
         raise UsageError("gpm train score-gan needs --score REF: the data score (a score checkpoint, a registry "
                          "bundle with a score, or toy:NAME)")
-    reg = Registry.load()
-    comp = load_bundle(ref, registry=reg)["score"] if ref in reg.bundles else load_component(ref, "score")
+    comp = parse_ref(ref).component("score")
     if comp.data_shape and tuple(comp.data_shape) != tuple(shape):
         raise UsageError(f"--score {ref} models data of shape {list(comp.data_shape)}, but the training data has "
                          f"shape {list(shape)}")
