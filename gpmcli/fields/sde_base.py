@@ -66,12 +66,8 @@ class SDE:
     def score_ms(den: Denoiser, x: torch.Tensor, m, s) -> torch.Tensor:
         """Score of ``x = m x0 + s z`` given the kernel coefficients (float64 scalars or (B,) tensors)."""
         m, s = _t64(m, x), _t64(s, x)
-        sig = (s / m)
-        if sig.ndim == 0:
-            sig = sig.expand(x.shape[0])
-        mb, sb = expand_sigma(m, x), expand_sigma(s, x)
-        d = den(x / mb, sig.to(x.dtype))
-        return (mb * d - x) / sb**2
+        d = SDE.denoise_ms(den, x, m, s)
+        return (expand_sigma(m, x) * d - x) / expand_sigma(s, x) ** 2
 
     @staticmethod
     def denoise_ms(den: Denoiser, x: torch.Tensor, m, s) -> torch.Tensor:
