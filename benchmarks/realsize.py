@@ -172,7 +172,8 @@ def worker(args) -> dict:
                 times[side].append(time.perf_counter() - t0)
                 if r == 0:
                     peaks[side] = _peak_mb(dev)
-                print(f"  {side} round {r}: {times[side][-1]:.1f} s (NFE {nfe})", file=sys.stderr, flush=True)
+                peak = f", peak {peaks[side]:.0f} MiB" if r == 0 and peaks.get(side) is not None else ""
+                print(f"  {side} round {r}: {times[side][-1]:.1f} s (NFE {nfe}){peak}", file=sys.stderr, flush=True)
         return {"gpm_s": min(times["gpm"]), "ref_s": min(times["ref"]), "speed": min(times["ref"]) / min(times["gpm"]),
                 "gpm_rounds_s": times["gpm"], "ref_rounds_s": times["ref"], "nfe": nfe,
                 "gpm_peak_mb": peaks.get("gpm"), "ref_peak_mb": peaks.get("ref")}
