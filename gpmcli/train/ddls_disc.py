@@ -25,6 +25,7 @@ features separate MNIST from its generator perfectly, with or without ``--noise 
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 
@@ -97,6 +98,8 @@ class DDLSDiscTrainer(RoleTrainer):
                                  "discriminator whose output is high on real data")
             self.D, self.arch = copy.deepcopy(dc.module).to(dev).eval(), dc.config["arch"]
             self.init_ref, self.init_output = dc.ref, dc.config.get("output")
+            if a["arch"]:
+                raise UsageError("--arch builds a fresh network: it does not go with --init")
             self.D.requires_grad_(a["train"] == "all")
             if a["train"] in ("last", "affine"):
                 last = _last_layer(self.D)
@@ -109,7 +112,11 @@ class DDLSDiscTrainer(RoleTrainer):
                     self.affine = torch.nn.Parameter(torch.tensor([1.0, 0.0], device=dev))
                     self.D0 = copy.deepcopy(self.D).eval().requires_grad_(False)
         else:
-            self.D, self.arch = default_discriminator(shape, a["width"], a["depth"])
+            if a["arch"] not in (None, "mlp", "dcgan"):
+                raise UsageError(f"--arch {a['arch']!r}: choose mlp (on the flattened input) or dcgan (square "
+                                 "power-of-two images)")
+            flat = (math.prod(shape),) if a["arch"] == "mlp" else shape  # an MLP sees the pixels as one vector
+            self.D, self.arch = default_discriminator(flat, a["width"], a["depth"])
             self.D, self.init_ref, self.init_output = self.D.to(dev), None, None
         params = [p for p in self.D.parameters() if p.requires_grad]
         if a["train"] == "affine":
@@ -196,6 +203,8 @@ register_role(RoleSpec("discriminator:ddls", DDLSDiscTrainer,
     Opt("init", str, None, "start from this discriminator (e.g. the GAN's own: an unconditioned logit or critic)"),
     Opt("train", str, "all", "with --init: all (fine-tune every weight), last (re-fit only the last layer) or affine "
         "(Platt scaling: a scale and an offset of the output, folded into the last layer)"),
+    Opt("arch", str, None, "without --init: mlp (an MLP on the flattened input, any shape) or dcgan (square "
+        "power-of-two images); default dcgan for images, mlp for vectors"),
     Opt("width", int, None, "MLP width (default 128) or DCGAN base channels (default 32), without --init"),
     Opt("depth", int, 3, "MLP hidden layers, without --init"),
     Opt("gp", float, 0.0, "zero-centred gradient penalty weight on real/fake interpolates"),
