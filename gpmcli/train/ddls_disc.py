@@ -18,8 +18,11 @@ keeps the original architecture), ``--train all`` fine-tunes every weight. A net
 BatchNorm layers in eval mode (saved statistics), so the calibrated logit is a per-sample function as DDLS evaluates
 it. ``--data mnist`` (32x32, padded by 2) against a 28x28 generator is cropped back to 28x28 (the exact inverse of the
 padding). ``--noise S`` adds N(0, S^2) instance noise to both sides, which smooths the ratio when real and generated
-samples are (nearly) separable; there the logistic fit diverges instead of calibrating (the WGAN-GP critic's
-features separate MNIST from its generator perfectly, with or without ``--noise 0.1``: use ``--train affine`` there).
+samples are (nearly) separable; there a long logistic fit diverges instead of calibrating (the WGAN-GP critic's
+features separate MNIST from its generator perfectly, with or without ``--noise 0.1``: ``--train last`` fails there;
+Platt scaling first, then a short ``--train all`` at a small learning rate that stops while the loss is well above 0,
+is what the shipped ``mnist-wgangp-ddls`` does). Without ``--init``, ``--arch mlp`` builds an MLP on the flattened
+input (any shape, e.g. 28x28 images that the DCGAN default refuses).
 """
 
 from __future__ import annotations
