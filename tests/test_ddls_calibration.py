@@ -181,3 +181,47 @@ def test_padded_mnist_is_cropped_back_to_the_generator_size():
         name, shape = "mnist", (1, 32, 32)
 
     assert _is_padded_mnist(D, (1, 28, 28)) and not _is_padded_mnist(D, (1, 32, 32))
+
+
+def test_fresh_mlp_on_image_shaped_data_recovers_the_log_ratio(tmp_path):
+    """``--arch mlp`` (no --init) on 3x3 "images", a size the DCGAN default refuses: with no hidden layer the MLP is a
+    logistic regression on the flattened pixels, and the exact log-ratio of N(mu, I) to N(0, I) is linear in them."""
+    mu = torch.linspace(-0.6, 0.8, 9)
+    g = MLP(in_dim=9, out_dim=9, depth=0, conditional=False)
+    with torch.no_grad():
+        g.net[0].weight.copy_(torch.eye(9))
+        g.net[0].bias.zero_()
+    save_checkpoint(tmp_path / "g", g, {"role": "generator", "arch": {"name": "mlp", "kwargs": {
+        "in_dim": 9, "out_dim": 9, "depth": 0, "conditional": False}}, "latent": {"dim": 9, "distribution": "normal"},
+        "data": {"shape": [1, 3, 3], "range": None}})
+    real = (mu + torch.randn(40000, 9, generator=torch.Generator().manual_seed(0))).reshape(-1, 1, 3, 3)
+    spec = get_role("discriminator:ddls")
+
+    def train(arch):
+        args = {o.name: o.default for o in spec.options}
+        args.update(generator=str(tmp_path / "g"), arch=arch, depth=0)
+        Loop(spec.trainer, "discriminator:ddls", args, TensorDataset(real, "n(mu,I)", data_range=None),
+             TrainOptions(steps=600, batch_size=512, lr=2e-2, seed=0, device="cpu", ema=0.9), tmp_path / "d").run()
+        return load_checkpoint(tmp_path / "d")
+
+    from gpmcli.errors import UsageError
+
+    with pytest.raises(UsageError, match="power-of-two"):
+        train(None)  # the default for images is the DCGAN discriminator
+    comp = train("mlp")
+    assert comp.config["arch"]["name"] == "mlp" and comp.config["data"]["shape"] == [1, 3, 3]
+    x = (mu * torch.linspace(-1.0, 2.0, 7)[:, None] + 0.3).reshape(-1, 1, 3, 3)
+    with torch.no_grad():
+        d = comp.module.eval()(x).reshape(-1)
+    exact = x.reshape(-1, 9) @ mu - 0.5 * float(mu @ mu)
+    assert (d - exact).abs().max() < 0.15, (d, exact)
+
+
+def test_arch_goes_only_with_a_fresh_network(cli, pair):
+    code, _, err = cli("train", "discriminator", "--for", "ddls", "--data", "gaussian", "-o", pair / "x", "--steps",
+                       "1", "--generator", pair / "g", "--init", pair / "d0", "--arch", "mlp")
+    assert code == 2 and "--arch" in err
+    code, _, err = cli("train", "discriminator", "--for", "ddls", "--data", "gaussian", "-o", pair / "x", "--steps",
+                       "1", "--generator", pair / "g", "--arch", "resnet")
+    assert code == 2 and "--arch" in err
+    assert not (pair / "x" / "model.safetensors").exists()

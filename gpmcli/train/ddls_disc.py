@@ -18,13 +18,17 @@ keeps the original architecture), ``--train all`` fine-tunes every weight. A net
 BatchNorm layers in eval mode (saved statistics), so the calibrated logit is a per-sample function as DDLS evaluates
 it. ``--data mnist`` (32x32, padded by 2) against a 28x28 generator is cropped back to 28x28 (the exact inverse of the
 padding). ``--noise S`` adds N(0, S^2) instance noise to both sides, which smooths the ratio when real and generated
-samples are (nearly) separable; there the logistic fit diverges instead of calibrating (the WGAN-GP critic's
-features separate MNIST from its generator perfectly, with or without ``--noise 0.1``: use ``--train affine`` there).
+samples are (nearly) separable; there a long logistic fit diverges instead of calibrating (the WGAN-GP critic's
+features separate MNIST from its generator perfectly, with or without ``--noise 0.1``: ``--train last`` fails there;
+Platt scaling first, then a short ``--train all`` at a small learning rate that stops while the loss is well above 0,
+is what the shipped ``mnist-wgangp-ddls`` does). Without ``--init``, ``--arch mlp`` builds an MLP on the flattened
+input (any shape, e.g. 28x28 images that the DCGAN default refuses).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 
@@ -97,6 +101,8 @@ class DDLSDiscTrainer(RoleTrainer):
                                  "discriminator whose output is high on real data")
             self.D, self.arch = copy.deepcopy(dc.module).to(dev).eval(), dc.config["arch"]
             self.init_ref, self.init_output = dc.ref, dc.config.get("output")
+            if a["arch"]:
+                raise UsageError("--arch builds a fresh network: it does not go with --init")
             self.D.requires_grad_(a["train"] == "all")
             if a["train"] in ("last", "affine"):
                 last = _last_layer(self.D)
@@ -109,7 +115,11 @@ class DDLSDiscTrainer(RoleTrainer):
                     self.affine = torch.nn.Parameter(torch.tensor([1.0, 0.0], device=dev))
                     self.D0 = copy.deepcopy(self.D).eval().requires_grad_(False)
         else:
-            self.D, self.arch = default_discriminator(shape, a["width"], a["depth"])
+            if a["arch"] not in (None, "mlp", "dcgan"):
+                raise UsageError(f"--arch {a['arch']!r}: choose mlp (on the flattened input) or dcgan (square "
+                                 "power-of-two images)")
+            flat = (math.prod(shape),) if a["arch"] == "mlp" else shape  # an MLP sees the pixels as one vector
+            self.D, self.arch = default_discriminator(flat, a["width"], a["depth"])
             self.D, self.init_ref, self.init_output = self.D.to(dev), None, None
         params = [p for p in self.D.parameters() if p.requires_grad]
         if a["train"] == "affine":
@@ -196,6 +206,8 @@ register_role(RoleSpec("discriminator:ddls", DDLSDiscTrainer,
     Opt("init", str, None, "start from this discriminator (e.g. the GAN's own: an unconditioned logit or critic)"),
     Opt("train", str, "all", "with --init: all (fine-tune every weight), last (re-fit only the last layer) or affine "
         "(Platt scaling: a scale and an offset of the output, folded into the last layer)"),
+    Opt("arch", str, None, "without --init: mlp (an MLP on the flattened input, any shape) or dcgan (square "
+        "power-of-two images); default dcgan for images, mlp for vectors"),
     Opt("width", int, None, "MLP width (default 128) or DCGAN base channels (default 32), without --init"),
     Opt("depth", int, 3, "MLP hidden layers, without --init"),
     Opt("gp", float, 0.0, "zero-centred gradient penalty weight on real/fake interpolates"),
