@@ -165,6 +165,24 @@ def test_score_cli_round_trip_samples_and_resume_is_exact(tmp_path, cli):
     assert code == 2 and "already has 6 steps" in err
 
 
+def test_resume_keeps_the_notes_below_the_marker_of_the_card(tmp_path, cli):
+    """A run resumed across sessions rewrites its card's generated part (steps, wall time, losses) but keeps what a
+    person wrote below the marker; without the marker the card is the generated one."""
+    from gpmcli.train.common import KEEP_MARKER
+
+    base = ["train", "score", "--data", "pentagon", *TINY_MLP, "-b", "16", "--seed", "1", "-o", tmp_path / "run"]
+    assert cli(*base, "--steps", "2", "--save-every", "1")[0] == 0
+    card = tmp_path / "run" / "README.md"
+    first = card.read_text()
+    assert KEEP_MARKER not in first and "**steps**: 2 of 2" in first
+    card.write_text(first + f"\n{KEEP_MARKER}\n## Checks\nFD at step 2: 12.3 (a hand-written note)\n")
+    code, _, err = cli(*base, "--steps", "4", "--resume")
+    assert code == 0, err
+    after = card.read_text()
+    assert "**steps**: 4 of 4" in after and "**steps**: 2 of 2" not in after
+    assert after.count(KEEP_MARKER) == 1 and after.rstrip().endswith("FD at step 2: 12.3 (a hand-written note)")
+
+
 @pytest.mark.parametrize("family", ["ve", "kl"])
 def test_diffflow_discriminator_round_trip_sample_and_resume(tmp_path, cli, family):
     from gpmcli.registry import load_component

@@ -124,7 +124,8 @@ class Loop:
             module = self.export_module(mname)
             was_training = module.training
             module.eval()
-            save_checkpoint(d, module, config, card=model_card(config, self.card_body(sub, mname, config)))
+            card = model_card(config, self.card_body(sub, mname, config)) + _kept_notes(d)
+            save_checkpoint(d, module, config, card=card)
             module.train(was_training)
         with atomic_open(self.out / STATE_FILE, durable=True) as f:
             torch.save(self.state_dict(step, wall), f)
@@ -211,3 +212,17 @@ class Loop:
 
 def options_dict(opts: TrainOptions) -> dict[str, Any]:
     return asdict(opts)
+
+
+KEEP_MARKER = "<!-- notes below are kept by gpm train -->"
+
+
+def _kept_notes(folder: Path) -> str:
+    """What follows :data:`KEEP_MARKER` in the card already in ``folder`` (hand-written notes of a run that is
+    resumed across sessions), with the marker; empty when there is none."""
+    try:
+        old = (folder / "README.md").read_text()
+    except OSError:
+        return ""
+    _, found, tail = old.partition(KEEP_MARKER)
+    return f"\n{KEEP_MARKER}\n{tail.strip(chr(10))}\n" if found else ""
