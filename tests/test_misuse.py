@@ -532,3 +532,20 @@ def test_ctrl_c_before_sampling_and_while_gpm_starts(cli, tmp_path, monkeypatch,
     with pytest.raises(SystemExit) as e:
         entry.main()
     assert e.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["sample", "-n", "abc"], "'-n' / '--num-samples'"),
+    (["sample", "--bogus"], "No such option: --bogus"),
+    (["nonexistent"], "No such command 'nonexistent'"),
+    (["fid"], "Missing argument"),
+])
+def test_command_line_parse_errors_are_one_line_and_exit_2(argv, needle):
+    """The command line's own errors (bad value, unknown option or command, missing argument) read like gpm's: one
+    'error:' line naming the help to read, exit 2, no framed box, nothing on stdout."""
+    r = subprocess.run([sys.executable, "-m", "gpmcli", *argv], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, COLUMNS="100"))
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr
+    assert "--help" in lines[0] and "╭" not in r.stderr and "unexpected" not in r.stderr and r.stdout == ""

@@ -29,8 +29,12 @@ class GpmTyper(typer.Typer):
     """Typer app that turns gpm errors into one line and an exit code instead of a traceback."""
 
     def __call__(self, *args, **kwargs):
+        usage_error, click_error, abort = _click_exceptions()
         try:
-            return super().__call__(*args, **kwargs)
+            # not standalone: the command line's own errors (a bad -n, an unknown option) come back here as
+            # exceptions instead of Typer's framed box, and get the same one-line form as gpm's errors
+            rv = super().__call__(*args, standalone_mode=False, **kwargs)
+            sys.exit(rv if isinstance(rv, int) else 0)  # an int is the code of a typer.Exit inside the command
         except SystemExit as e:
             if e.code == 130:  # Ctrl-C outside a sampling loop (Typer exits 130 silently)
                 err_console.print("interrupted")
@@ -44,15 +48,32 @@ class GpmTyper(typer.Typer):
             if hasattr(e, "reported"):
                 e.reported()
             sys.exit(e.exit_code)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, abort):
             err_console.print("interrupted")
             sys.exit(130)
+        except usage_error as e:  # exit 2, as click's own
+            cmd = e.ctx.command_path if e.ctx is not None else "gpm"
+            if not e.format_message().strip():  # a bare group or command: click printed its help
+                sys.exit(e.exit_code)
+            err_console.print(f"[bold red]error:[/] {escape(e.format_message())} (see '{cmd} --help')", soft_wrap=True)
+            sys.exit(e.exit_code)
+        except click_error as e:
+            err_console.print(f"[bold red]error:[/] {escape(e.format_message())}", soft_wrap=True)
+            sys.exit(e.exit_code)
         except Exception as e:  # unexpected: one line, traceback with -v
             if state.verbosity > 0:
                 err_console.print_exception()
             err_console.print(f"[bold red]error:[/] unexpected {type(e).__name__}: {escape(str(e))} "
                               "(run with -v for a traceback)", soft_wrap=True)
             sys.exit(1)
+
+
+def _click_exceptions() -> tuple[type, type, type]:
+    """Click's UsageError, ClickException and Abort as this Typer raises them (Typer may carry its own copy of click,
+    so they are taken from the class hierarchy of ``typer.BadParameter`` and ``typer.Abort``)."""
+    mro = {c.__name__: c for c in typer.BadParameter.__mro__}
+    abort = next((c for c in typer.Abort.__mro__ if c.__name__ == "Abort" and c is not typer.Abort), typer.Abort)
+    return mro["UsageError"], mro["ClickException"], abort
 
 
 def _quiet_here(e: GpmError) -> bool:
