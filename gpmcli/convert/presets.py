@@ -89,12 +89,16 @@ def _lenet(sd, keep):
                                 "note": "trained on 28x28 digits resized bilinearly to 32x32, no normalisation"}}}
 
 
-def _dcgan_d_kwargs(sd, keep):
+def _dcgan_convs(sd, what: str):
+    """First and last convolution weights of a DCGAN ``main`` stack, and its number of layers after the first."""
     convs = _n_conv(sd)
     if not convs or convs[0] != "main.0.weight":
-        raise UsageError("not a DCGAN discriminator state dict (expected keys main.0.weight ...)")
-    w0, wl = sd[convs[0]], sd[convs[-1]]
-    L = len(convs) - 1
+        raise UsageError(f"not a DCGAN {what} state dict (expected keys main.0.weight ...)")
+    return sd[convs[0]], sd[convs[-1]], len(convs) - 1
+
+
+def _dcgan_d_kwargs(sd, keep):
+    w0, wl, L = _dcgan_convs(sd, "discriminator")
     return {"nc": int(w0.shape[1]), "ndf": int(w0.shape[0]), "n_layers": L, "final_kernel": int(wl.shape[-1]),
             "bias": "main.0.bias" in sd, "prob": keep}
 
@@ -118,11 +122,7 @@ def _csinva_dcgan_d(sd, keep):
 
 
 def _dcgan_g(sd, keep):
-    convs = _n_conv(sd)
-    if not convs or convs[0] != "main.0.weight":
-        raise UsageError("not a DCGAN generator state dict (expected keys main.0.weight ...)")
-    w0, wl = sd[convs[0]], sd[convs[-1]]
-    L = len(convs) - 1
+    w0, wl, L = _dcgan_convs(sd, "generator")
     kw = {"nz": int(w0.shape[0]), "ngf": int(wl.shape[0]), "nc": int(wl.shape[1]), "n_layers": L,
           "final_kernel": int(wl.shape[-1]), "final_stride": 2, "final_padding": 1, "bias": "main.0.bias" in sd}
     return "dcgan-generator", kw, {
