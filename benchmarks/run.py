@@ -319,7 +319,7 @@ def main() -> None:
         _section("FID (benchmarks/fid.py)")
         quick = ["--n", "50", "--rounds", "1", "--repeat", "1", "--frechet-dim", "512"]
         sec["fid"] = _passthrough([sys.executable, str(ROOT / "benchmarks" / "fid.py"), "--threads", str(args.threads),
-                                   *(quick if args.quick else ["--n", "2000", "--rounds", "2", "--stages"])],
+                                   *(quick if args.quick else ["--n", "10000", "--rounds", "1", "--stages"])],
                                   args.threads)
     if "diffusers" in sections:
         _section(f"gpm ancestral vs diffusers DDPMPipeline, same UNet, {args.ddpm_steps} steps (equal NFE)")

@@ -17,7 +17,7 @@ from gpmcli.fields.toy import GaussianMixture, load_toy, toy_config
 from gpmcli.nets.mlp import MLP
 from gpmcli.noise import BatchNoise
 from gpmcli.samplers.diffflow import build
-from gpmcli.samplers.integrate import edm_sigmas
+from gpmcli.fields.schedules import edm_sigmas
 
 from _onethread import one_thread  # noqa: F401
 
@@ -161,14 +161,20 @@ def test_mpp_mixture_particles(family, eta):
         assert abs(float(stats[(1.0, n)][0]) - 0.3) < 0.05
 
 
-@pytest.mark.parametrize("family", ["ve", "kl"])
-def test_step_matches_the_formula_for_any_lambda(family):
-    """Every step, written independently: ve x + D/2 [(1+l^2) s + (1-l^2) grad d] + l sqrt(D) xi,
-    kl x + eta_k [(1-l^2) grad d + l^2 s] + l sqrt(2 eta_k) xi, eta_k = eta sigma_k^2; last step noise-free."""
+@pytest.mark.parametrize("family,w", [("ve", None), ("kl", None), ("ve", 2.5), ("kl", 0.0)])
+def test_step_matches_the_formula_for_any_lambda(family, w):
+    """Every step, written independently: ve x + D/2 [(1+l^2) s + w (1-l^2) grad d] + l sqrt(D) xi,
+    kl x + eta_k [w (1-l^2) grad d + l^2 s] + l sqrt(2 eta_k) xi, eta_k = eta sigma_k^2; last step noise-free;
+    w = --disc-weight (1 when not given: the theory's weight)."""
     gm = load_toy("pentagon")
     net, disc = sigma_disc(4)
     n, lam, eta = 9, 0.7, 0.2
-    s = build(toy_bundle(gm, disc), {"lambda": lam, "family": family, "steps": n, "sigma_max": 4.0, "eta": eta})
+    params = {"lambda": lam, "family": family, "steps": n, "sigma_max": 4.0, "eta": eta}
+    if w is not None:
+        params["disc_weight"] = w
+    s = build(toy_bundle(gm, disc), params)
+    assert s.resolved["disc_weight"] == (1.0 if w is None else w)
+    w = 1.0 if w is None else w
     got = s(BatchNoise(4, range(6))).x
     sig = edm_sigmas(n, gm.sigma_min, 4.0, 7.0).tolist()
     noise = BatchNoise(4, range(6))
@@ -179,10 +185,10 @@ def test_step_matches_the_formula_for_any_lambda(family):
         sc = gm.score(x, sig[k])
         if family == "ve":
             h = sig[k] ** 2 - sig[k + 1] ** 2
-            x_mean, std = x + 0.5 * h * ((1 + lam**2) * sc + (1 - lam**2) * gd), lam * math.sqrt(h)
+            x_mean, std = x + 0.5 * h * ((1 + lam**2) * sc + w * (1 - lam**2) * gd), lam * math.sqrt(h)
         else:
             h = eta * sig[k] ** 2
-            x_mean, std = x + h * ((1 - lam**2) * gd + lam**2 * sc), lam * math.sqrt(2 * h)
+            x_mean, std = x + h * (w * (1 - lam**2) * gd + lam**2 * sc), lam * math.sqrt(2 * h)
         x = x_mean + std * noise.randn(2) if k < n - 1 else x_mean
     torch.testing.assert_close(got, x.detach(), rtol=1e-5, atol=1e-5)
 

@@ -303,3 +303,53 @@ def test_ema_warm_up_forgets_the_initialisation():
         left *= min(0.999, (1 + t) / (10 + t))
     assert ema.decay_at(0) == pytest.approx(0.1) and ema.decay_at(10**6) == 0.999
     assert float(ema.shadow.weight) == pytest.approx(1.0 - left, abs=1e-6) and left < 1e-6
+
+
+def test_diffflow_discriminator_on_noised_samples_learns_the_closed_form_ratio(tmp_path):
+    """``--fake samples`` (Discriminator Guidance): data N(0, I) in 2-D, the score of N(0, s^2 I) with s = 0.5, so the
+    l = 1 sampler's final samples are (close to) N(0, s_f^2 I) and, noised to sigma, the ideal logit is
+    log N(x; 0, (1 + sigma^2) I) - log N(x; 0, (s_f^2 + sigma^2) I) = c + |x|^2 / 2 (1/(s_f^2 + sigma^2) - 1/(1 + sigma^2)).
+    The trained logit must follow that closed form (s_f measured on the pool), and the card must carry the held-out
+    accuracy per sigma band."""
+    from gpmcli.fields.discriminator import discriminator_from_component
+    from gpmcli.registry import load_component
+    from gpmcli.train import train
+
+    (tmp_path / "data.json").write_text(json.dumps({"weights": [1], "means": [[0, 0]], "covs": [1.0]}))
+    (tmp_path / "narrow.json").write_text(json.dumps({"weights": [1], "means": [[0, 0]], "covs": [0.25]}))
+    out = tmp_path / "d"
+    train("discriminator", f"toy:{tmp_path / 'data.json'}", out, target="diffflow", steps=300, batch_size=256,
+          lr=3e-3, args={"family": "ve", "fake": "samples", "score": f"toy:{tmp_path / 'narrow.json'}",
+                         "n_steps": 24, "sigma_min": 0.05, "sigma_max": 5.0, "hidden": 32, "depth": 2,
+                         "pool": 2048, "sim_batch": 2048, "eval_pool": 512})
+    comp = load_component(str(out))
+    disc = discriminator_from_component(comp)
+    sig = comp.config["time"]["sigmas"]
+    # the fake law: the same l = 1 sampler, exact score of N(0, 0.25 I) (its finals' spread, measured)
+    from gpmcli.fields.toy import load_toy
+    from gpmcli.samplers.diffflow import diffflow_ve
+
+    from gpmcli.noise import BatchNoise
+
+    g = torch.Generator().manual_seed(1)
+    narrow = load_toy(str(tmp_path / "narrow.json"))
+    x0 = sig[0] * torch.randn(4096, 2, generator=g)
+    fin, _ = diffflow_ve(narrow, None, x0, sig + [0.0], BatchNoise(1, range(4096)), lam=1.0)
+    sf2 = float(fin.var(0).mean())
+    assert 0.15 < sf2 < 0.4
+    for k in (len(sig) - 1, len(sig) // 2):
+        s = sig[k]
+        x = math.sqrt(0.5 * (1 + sf2) + s * s) * torch.randn(4000, 2, generator=g)
+        with torch.no_grad():
+            d = disc.realness(x, sigma=s).reshape(-1)
+        q = 0.5 * x.square().sum(1)
+        slope = float(((d - d.mean()) * (q - q.mean())).sum() / (q - q.mean()).square().sum())
+        ideal = 1 / (sf2 + s * s) - 1 / (1 + s * s)
+        corr = float(torch.corrcoef(torch.stack([d, q]))[0, 1])
+        assert corr > 0.9 and abs(slope / ideal - 1) < 0.35, (s, corr, slope, ideal)
+    ev = comp.config["evaluation"]
+    assert sum(b["levels"] for b in ev["accuracy_by_sigma"]) == 24 and ev["fake"] == "samples"
+    low = ev["accuracy_by_sigma"][0]
+    assert low["sigma"][0] == pytest.approx(0.05) and low["accuracy"] > 0.6
+    card = (out / "README.md").read_text()
+    assert "Held-out accuracy per noise band" in card and "final samples of the l = 1 sampler" in card

@@ -17,7 +17,8 @@ from gpmcli.train.adversarial import (discriminator_loss, gradient_penalty, loss
                                       particle_loss)
 from gpmcli.train import get_role, train
 from gpmcli.train.common import STATE_FILE, Loop, TrainOptions
-from gpmcli.train.score_gan import generator_loss, rho_sigmas, score_gan_direction
+from gpmcli.fields.schedules import rho_interp
+from gpmcli.train.score_gan import generator_loss, score_gan_direction
 
 from _onethread import one_thread  # noqa: F401
 
@@ -178,7 +179,7 @@ def test_score_gan_direction_is_the_score_difference():
 
 def test_rho_schedule_endpoints_and_order():
     u = torch.tensor([0.0, 0.5, 1.0])
-    s = rho_sigmas(u, 0.1, 10.0, 3.0)
+    s = rho_interp(u, 0.1, 10.0, 3.0)
     torch.testing.assert_close(s[[0, 2]], torch.tensor([10.0, 0.1]))
     assert s[1] == pytest.approx((10 ** (1 / 3) / 2 + 0.1 ** (1 / 3) / 2) ** 3, rel=1e-6)
 
@@ -202,7 +203,7 @@ def test_score_gan_generator_step_follows_the_field(tmp_path):
     g = tr.ctx.generator()
     torch.randn(64, 2, generator=g), torch.rand(64, generator=g), torch.randn(64, 2, generator=g)
     torch.randn(64, 2, generator=g)
-    sigma = rho_sigmas(torch.rand(64, generator=g), 0.1, 10.0, 3.0)
+    sigma = rho_interp(torch.rand(64, generator=g), 0.1, 10.0, 3.0)
     xn = torch.tensor([0.2, -1.0]) + sigma[:, None] * torch.randn(64, 2, generator=g)
     tr.Dgen.eval()
     with torch.no_grad():

@@ -1,7 +1,7 @@
 """``--model ddls``: Discriminator Driven Latent Sampling (Che et al. 2020; docs/algorithms.md#7-ddls).
 
 Langevin dynamics in a GAN's latent space on ``E(z) = 1/2 |z|^2 - d(G(z))``:
-``z <- z - (eps/2) grad E(z) + sqrt(eps) xi`` (the shared :func:`~gpmcli.samplers.integrate.em_step` with drift
+``z <- z - (eps/2) grad E(z) + sqrt(eps) xi`` (the shared :func:`~gpmcli.integrate.em_step` with drift
 ``-grad E``, dt ``eps/2``, noise scale ``sqrt(eps)``), output ``G(z_N)``; :func:`ddls_chain` is the loop. In the general form
 ``z <- z - eta grad E + sigma xi`` the chain samples ``exp(-E / T)`` with ``T = sigma^2 / (2 eta)``; DDLS's step has
 ``T = 1``, which run.json reports. ``--mala`` adds a Metropolis-Hastings accept/reject (exact ``exp(-E)`` for any step

@@ -14,6 +14,9 @@ that the PC predictors (:meth:`gpmcli.fields.sde.VESDE.reverse_diffusion_step`) 
   Discriminator Flow, ``l = 1`` annealed Langevin.
 
 The last step returns its noise-free mean (no extra network evaluation), as the PC sampler's denoising step does.
+``--disc-weight w`` multiplies the discriminator term (``w = 1``, the default, is the equation above; ``w > 1`` is
+Discriminator Guidance's weight, which trades the Marginal Preserving Property for a stronger correction of an
+imperfect score).
 """
 
 from __future__ import annotations
@@ -41,28 +44,29 @@ DEFAULT_STEPS = 200
 DEFAULT_KL_ETA = 0.1  # kl family: eta_k = eta * sigma_k^2 (the NCSN step scaling) unless the config lists etas
 
 
-def diffflow_ve_step(x, score, grad_d, delta: float, lam: float, xi=None):
+def diffflow_ve_step(x, score, grad_d, delta: float, lam: float, xi=None, w: float = 1.0):
     """One ``ve`` DiffFlow step from sigma_k to sigma_{k+1} (``delta = sigma_k^2 - sigma_{k+1}^2``).
 
-    ``x + 1/2 delta [(1 + l^2) s + (1 - l^2) grad d] + l sqrt(delta) xi``; ``grad_d`` may be None when ``l = 1``.
+    ``x + 1/2 delta [(1 + l^2) s + w (1 - l^2) grad d] + l sqrt(delta) xi``; ``grad_d`` may be None when ``l = 1``.
     Returns ``(x_new, x_mean)``."""
     drift = 0.5 * (1.0 + lam**2) * score
     if grad_d is not None and lam != 1.0:
-        drift = drift + 0.5 * (1.0 - lam**2) * grad_d
+        drift = drift + 0.5 * w * (1.0 - lam**2) * grad_d
     return em_step(x, drift, delta, lam * math.sqrt(delta), xi)
 
 
-def diffflow_kl_step(x, score, grad_d, eta: float, lam: float, xi=None):
-    """One ``kl`` DiffFlow step: ``x + eta [(1 - l^2) grad d + l^2 s] + l sqrt(2 eta) xi``. Returns ``(x_new, x_mean)``."""
+def diffflow_kl_step(x, score, grad_d, eta: float, lam: float, xi=None, w: float = 1.0):
+    """One ``kl`` DiffFlow step: ``x + eta [w (1 - l^2) grad d + l^2 s] + l sqrt(2 eta) xi``. Returns
+    ``(x_new, x_mean)``."""
     drift = lam**2 * score
     if grad_d is not None and lam != 1.0:
-        drift = drift + (1.0 - lam**2) * grad_d
+        drift = drift + w * (1.0 - lam**2) * grad_d
     return em_step(x, drift, eta, lam * math.sqrt(2.0 * eta), xi)
 
 
-def _flow(denoiser, disc, x, sigmas, n: int, step, noise, callback, lam: float):
+def _flow(denoiser, disc, x, sigmas, n: int, step, noise, callback, lam: float, w: float = 1.0):
     """The loop both families share: ``step(k, x, s, grad_d, xi) -> (x, x_mean)`` at level ``sigmas[k]``."""
-    use_d = lam != 1.0
+    use_d = lam != 1.0 and w != 0.0
     x_mean, nfe = x, 0
     if callback is not None:
         callback({"i": 0, "x": x})
@@ -79,27 +83,27 @@ def _flow(denoiser, disc, x, sigmas, n: int, step, noise, callback, lam: float):
 
 
 def diffflow_ve(denoiser, disc, x: torch.Tensor, sigmas: Sequence[float], noise: BatchNoise | None = None,
-                callback: Callable[[dict], None] | None = None, *, lam: float = 0.5):
+                callback: Callable[[dict], None] | None = None, *, lam: float = 0.5, w: float = 1.0):
     """The ``ve`` family from ``x`` (prior draw, std ``sigmas[0]``) down the decreasing ``sigmas`` (ending in 0).
     Returns ``(x, nfe)``."""
     return _flow(denoiser, disc, x, sigmas, len(sigmas) - 1, lambda k, x, s, g, xi: diffflow_ve_step(
-        x, s, g, sigmas[k] ** 2 - sigmas[k + 1] ** 2, lam, xi), noise, callback, lam)
+        x, s, g, sigmas[k] ** 2 - sigmas[k + 1] ** 2, lam, xi, w), noise, callback, lam, w)
 
 
 def diffflow_kl(denoiser, disc, x: torch.Tensor, sigmas: Sequence[float], etas: Sequence[float],
                 noise: BatchNoise | None = None, callback: Callable[[dict], None] | None = None, *,
-                lam: float = 0.5):
+                lam: float = 0.5, w: float = 1.0):
     """The ``kl`` family: one step of size ``etas[k]`` at each level ``sigmas[k]``. Returns ``(x, nfe)``."""
     return _flow(denoiser, disc, x, sigmas, len(etas), lambda k, x, s, g, xi: diffflow_kl_step(
-        x, s, g, etas[k], lam, xi), noise, callback, lam)
+        x, s, g, etas[k], lam, xi, w), noise, callback, lam, w)
 
 
 class DiffFlowSampler:
     """Integrates DiffFlow on a fixed noise grid. ``init(noise)`` draws the starting particles (replaceable)."""
 
     def __init__(self, denoiser, disc: DiscriminatorField, *, family: str, lam: float, sigmas: list[float],
-                 etas: list[float] | None, data_shape, data_range, prior_std: float, resolved: dict):
-        self.denoiser, self.disc, self.family, self.lam = denoiser, disc, family, float(lam)
+                 etas: list[float] | None, data_shape, data_range, prior_std: float, resolved: dict, w: float = 1.0):
+        self.denoiser, self.disc, self.family, self.lam, self.w = denoiser, disc, family, float(lam), float(w)
         self.sigmas, self.etas = [float(s) for s in sigmas], etas
         self.data_shape, self.data_range, self.prior_std = tuple(data_shape), data_range, float(prior_std)
         self.resolved = resolved
@@ -120,9 +124,10 @@ class DiffFlowSampler:
         with torch.inference_mode():
             x = self.init(noise)
             if self.family == "ve":
-                x, nfe = diffflow_ve(self.denoiser, self.disc, x, self.sigmas, noise, rec, lam=self.lam)
+                x, nfe = diffflow_ve(self.denoiser, self.disc, x, self.sigmas, noise, rec, lam=self.lam, w=self.w)
             else:
-                x, nfe = diffflow_kl(self.denoiser, self.disc, x, self.sigmas, self.etas, noise, rec, lam=self.lam)
+                x, nfe = diffflow_kl(self.denoiser, self.disc, x, self.sigmas, self.etas, noise, rec, lam=self.lam,
+                                     w=self.w)
         return SampleResult(x, nfe, frames_of(rec))
 
 
@@ -158,6 +163,7 @@ def build(bundle: Bundle, params: dict) -> DiffFlowSampler:
     if tcfg.get("family") and tcfg["family"] != family:
         log.warning(f"warning: the discriminator was trained for the {tcfg['family']} family, sampling with {family}")
     lam = float(param(params, "lambda", 0.5, resolved))
+    w = float(param(params, "disc_weight", 1.0, resolved))
     if disc.loss != "vanilla" and lam != 1.0:
         log.warning(f"warning: DiffFlow reads grad d as a log density ratio, which needs the logistic (vanilla) loss; "
                     f"this discriminator was trained with {disc.loss}")
@@ -182,10 +188,10 @@ def build(bundle: Bundle, params: dict) -> DiffFlowSampler:
     resolved.update(family=family, prior_std=prior, denoise_last_step=True)
     shape = score_c.data_shape or disc_c.data_shape
     return DiffFlowSampler(den, disc, family=family, lam=lam, sigmas=grid, etas=etas, data_shape=shape,
-                           data_range=score_c.data_range, prior_std=prior, resolved=resolved)
+                           data_range=score_c.data_range, prior_std=prior, resolved=resolved, w=w)
 
 
 SPEC = register_kind(SamplerSpec(
     "diffflow", ("score", "discriminator"), build,
     "DiffFlow: data score + logistic discriminator, --lambda from GAN-like (0) to diffusion (1)",
-    uses("family", "lambda", "steps", "sigma_min", "sigma_max", "rho", "eta")))
+    uses("family", "lambda", "disc_weight", "steps", "sigma_min", "sigma_max", "rho", "eta")))

@@ -80,6 +80,8 @@ def _nonneg(name, type_=float, help="", **kw) -> SamplerOption:
 _ALL = [
     _positive("steps", int, "Number of steps (kind default if omitted)."),
     _nonneg("lambda", float, "DiffFlow noise weight l >= 0 (0: deterministic, 1: score dynamics)."),
+    _nonneg("disc_weight", float, "DiffFlow: scale of the discriminator term (1, the default: the theory's "
+            "weight; >1 strengthens the correction, as Discriminator Guidance's w)."),
     SamplerOption("family", str, None, "DiffFlow family: ve|kl.", ("ve", "kl")),
     SamplerOption("sde", str, None, "ve|vp|subvp for pc/ode/ancestral.", ("ve", "vp", "subvp")),
     SamplerOption("predictor", str, None, "euler-maruyama|reverse-diffusion|ancestral|none.",

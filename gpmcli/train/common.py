@@ -113,8 +113,19 @@ class Loop:
     def write(self, step: int, wall: float, final: bool) -> None:
         from gpmcli.checkpoint import atomic_open, model_card, save_checkpoint
 
+        evaluation = None
+        if final:
+            mods = {k: self.export_module(k) for k in self.trainer.modules()}
+            was = {k: m.training for k, m in mods.items()}
+            for m in mods.values():
+                m.eval()
+            evaluation = self.trainer.evaluate(mods)
+            for k, m in mods.items():
+                m.train(was[k])
         for sub, (mname, cfg) in self.trainer.exports().items():
             config = dict(cfg)
+            if evaluation:
+                config["evaluation"] = evaluation
             config.setdefault("data", self.data.describe())
             config["provenance"] = {"source": "gpm train", "license": self.args.get("license") or "mit",
                                     "command": self.opts.command}

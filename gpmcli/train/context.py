@@ -110,6 +110,11 @@ class RoleTrainer:
         """Role-specific paragraph for the model card (optional)."""
         return ""
 
+    def evaluate(self, modules: dict[str, nn.Module]) -> dict[str, Any] | None:
+        """Held-out figures of the finished networks (``modules``: the exported version of each, EMA where used),
+        stored as ``config["evaluation"]`` of the final checkpoint (optional; not run for intermediate saves)."""
+        return None
+
     def extra_state(self) -> dict[str, Any]:
         """Role state beyond networks/optimisers to save for ``--resume`` (tensors and plain types only)."""
         return {}

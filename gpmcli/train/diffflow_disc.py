@@ -8,7 +8,9 @@ step ``k``. Training particles:
 
 - ``--family ve``: states of the ``l = 1`` sampler (the VE reverse-diffusion predictor with the score checkpoint
   ``--score``; no discriminator in the loop), simulated once per ``--refresh-every`` steps for a pool of
-  ``--pool`` trajectories;
+  ``--pool`` trajectories; with ``--fake samples`` instead that sampler's final samples noised to ``sigma_k`` with
+  fresh noise each time (Discriminator Guidance, Kim et al. 2023: ``d`` then estimates ``log q_sigma / p_sigma`` for
+  the model's own noised law rather than for the sampler's state at step ``k``);
 - ``--family kl``: states of the ``l = 0`` flow ``x <- x + eta_k grad d`` with the current discriminator (a
   noise-annealed Discriminator Flow, as in section 4), re-simulated every ``--refresh-every`` steps.
 
@@ -28,9 +30,12 @@ from gpmcli.errors import UsageError
 from gpmcli.fields.discriminator import input_grad
 from gpmcli.nets import arch_config
 from gpmcli.samplers.diffflow import diffflow_kl_step, diffflow_ve_step
-from gpmcli.samplers.integrate import edm_sigmas
+from gpmcli.fields.schedules import edm_sigmas
 from gpmcli.train import Opt, RoleSpec, register_role
 from gpmcli.train.common import RoleTrainer
+
+#: sigma bands of the accuracy report (upper edges; the last band is open)
+BANDS = (0.05, 0.5, 5.0)
 
 
 def build_disc_net(shape: tuple[int, ...], args: dict, sigma_data: float):
@@ -86,6 +91,10 @@ class DiffFlowDiscTrainer(RoleTrainer):
         self.sigmas = edm_sigmas(n, smin, smax, a["rho"], append_zero=False).tolist()
         sd = a["sigma_data"] or (self.den.sigma_data if self.den is not None else 0.5)
         self.sigma_data = float(sd)
+        if a["fake"] == "samples" and self.family != "ve":
+            raise UsageError("--fake samples is for --family ve (the score's own samples); kl trains on its flow")
+        if a["eval_pool"] < 0:
+            raise UsageError("--eval-pool must be >= 0")
         if self.family == "ve":
             self.prior_std = float(a["prior_std"] or self.sigmas[0])
             self.etas = None
@@ -97,7 +106,7 @@ class DiffFlowDiscTrainer(RoleTrainer):
         self.net, self.arch = build_disc_net(tuple(data.shape), a, self.sigma_data)
         self.net.to(dev)
         self.opt = self.ctx.adam(self.net.parameters(), betas=(a["beta1"], 0.999))
-        self.pool = None  # (n_steps, P, *shape) particles before each step
+        self.pool = None  # (n_steps, P, *shape) particles before each step, or (P, *shape) final samples
         self.pool_step = -1
 
     def modules(self):
@@ -124,40 +133,55 @@ class DiffFlowDiscTrainer(RoleTrainer):
         return g.float()
 
     @torch.no_grad()
-    def simulate(self, n: int, g: torch.Generator) -> torch.Tensor:
-        """States ``x_0 .. x_{N-1}`` of ``n`` trajectories (CPU tensor ``(N, n, *shape)``)."""
+    def simulate(self, n: int, g: torch.Generator, finals: bool = False) -> torch.Tensor:
+        """States ``x_0 .. x_{N-1}`` of ``n`` trajectories (CPU tensor ``(N, n, *shape)``); with ``finals`` (``ve``
+        only) the trajectories' final samples instead (``(n, *shape)``: the noise-free last step to sigma = 0, as the
+        sampler returns them)."""
         shape, bs = tuple(self.ctx.data.shape), self.args["sim_batch"]
-        out = torch.empty(len(self.sigmas), n, *shape)
+        out = torch.empty(n, *shape) if finals else torch.empty(len(self.sigmas), n, *shape)
         grid = self.sigmas + [0.0]
         for lo in range(0, n, bs):
             m = min(bs, n - lo)
             x = self.prior_std * self.ctx.randn(m, *shape, generator=g)
             for k, sigma in enumerate(self.sigmas):
-                out[k, lo:lo + m] = x.cpu()
-                if k == len(self.sigmas) - 1:
-                    break
-                xi = self.ctx.randn(m, *shape, generator=g)
+                last = k == len(self.sigmas) - 1
+                if not finals:
+                    out[k, lo:lo + m] = x.cpu()
+                    if last:
+                        break
+                xi = None if last else self.ctx.randn(m, *shape, generator=g)
                 if self.family == "ve":
                     with self.ctx.autocast():
                         s = self.den.score(x, sigma).float()
-                    x, _ = diffflow_ve_step(x, s, None, sigma**2 - grid[k + 1] ** 2, 1.0, xi)
+                    x, x_mean = diffflow_ve_step(x, s, None, sigma**2 - grid[k + 1] ** 2, 1.0, xi)
                 else:
                     gd = self._disc_grad(x, sigma)
-                    x, _ = diffflow_kl_step(x, torch.zeros_like(x), gd, self.etas[k], 0.0, None)
+                    x, x_mean = diffflow_kl_step(x, torch.zeros_like(x), gd, self.etas[k], 0.0, None)
+            if finals:
+                out[lo:lo + m] = x_mean.cpu()
         return out
+
+    def fakes(self, pool: torch.Tensor, k: torch.Tensor, j: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """Training particles at levels ``k`` from pool entries ``j``: trajectory states, or final samples noised to
+        ``sigma_k`` with fresh noise."""
+        if self.args["fake"] != "samples":
+            return pool[k, j].to(self.ctx.device)
+        x0 = pool[j].to(self.ctx.device)
+        sig = torch.tensor(self.sigmas, dtype=torch.float32)[k].to(self.ctx.device)
+        return x0 + sig.reshape(-1, *([1] * (x0.ndim - 1))) * self.ctx.randn(*x0.shape, generator=g)
 
     def train_step(self, batch):
         a = self.args
         step = self.ctx.step
         refresh = a["refresh_every"] or (0 if self.family == "ve" else 20)
         if self.pool is None or (refresh > 0 and step - self.pool_step >= refresh):
-            self.pool = self.simulate(a["pool"], self.ctx.generator(1))
+            self.pool = self.simulate(a["pool"], self.ctx.generator(1), finals=a["fake"] == "samples")
             self.pool_step = step
         g = self.ctx.generator()
         b, n = batch.shape[0], len(self.sigmas)
         k = torch.randint(0, n, (b,), generator=g)
-        j = torch.randint(0, self.pool.shape[1], (b,), generator=g)
-        fake = self.pool[k, j].to(self.ctx.device)
+        j = torch.randint(0, a["pool"], (b,), generator=g)
+        fake = self.fakes(self.pool, k, j, g)
         sig = torch.tensor(self.sigmas, dtype=torch.float32)[k].to(self.ctx.device)
         eps = self.ctx.randn(*batch.shape, generator=g)
         real = batch + sig.reshape(-1, *([1] * (batch.ndim - 1))) * eps
@@ -174,6 +198,40 @@ class DiffFlowDiscTrainer(RoleTrainer):
         acc = 0.5 * (float((d_real > 0).float().mean()) + float((d_fake < 0).float().mean()))
         return {"loss": float(loss.detach()), "acc": acc}
 
+    @torch.no_grad()
+    def evaluate(self, modules):
+        """Accuracy per sigma band on particles the network never saw: ``--eval-pool`` fresh trajectories (their
+        states, or their final samples noised to each level, as in training) against fresh data batches noised to
+        the same levels; every level of the grid is scored on the same number of pairs."""
+        a, net = self.args, modules["net"]
+        m = a["eval_pool"]
+        if m == 0:
+            return None
+        g = torch.Generator().manual_seed(self.ctx.opts.seed + 7919)
+        pool = self.simulate(m, g, finals=a["fake"] == "samples")
+        real0 = self.ctx.data.batch(m, seed=self.ctx.opts.seed + 7919, step=0).to(self.ctx.device)
+        n = len(self.sigmas)
+        hits = torch.zeros(n, 2)
+        for k in range(n):
+            kk, jj = torch.full((m,), k), torch.arange(m)
+            fake = self.fakes(pool, kk, jj, g)
+            sig = torch.full((m,), self.sigmas[k], device=self.ctx.device)
+            real = real0 + self.sigmas[k] * self.ctx.randn(*real0.shape, generator=g)
+            with self.ctx.autocast():
+                hits[k, 0] = (net(real, sig).float().reshape(-1) > 0).float().mean()
+                hits[k, 1] = (net(fake, sig).float().reshape(-1) < 0).float().mean()
+        edges = [self.sigmas[-1]] + [e for e in BANDS if self.sigmas[-1] < e < self.sigmas[0]] + [self.sigmas[0]]
+        bands = []
+        for i in range(len(edges) - 1):
+            lo, hi, top = edges[i], edges[i + 1], i == len(edges) - 2
+            idx = [k for k, s in enumerate(self.sigmas) if lo <= s < hi or (top and s == hi)]
+            if idx:
+                h = hits[idx].mean(0)
+                bands.append({"sigma": [round(lo, 6), round(hi, 6)], "levels": len(idx), "real": round(float(h[0]), 4),
+                              "fake": round(float(h[1]), 4), "accuracy": round(float(h.mean()), 4)})
+        return {"accuracy_by_sigma": bands, "pairs_per_level": m, "fake": a["fake"],
+                "note": "held-out: fresh trajectories of the score and fresh noise on data batches"}
+
     def exports(self):
         a = self.args
         time = {"kind": "sigma", "family": self.family, "sigmas": [float(s) for s in self.sigmas],
@@ -185,6 +243,8 @@ class DiffFlowDiscTrainer(RoleTrainer):
             "role": "discriminator", "arch": self.arch, "output": "logit", "loss": "vanilla", "real": "high",
             "time": time,
             "objective": {"name": "logistic", "real": "data noised to sigma_k", "fake": (
+                "final samples of the l = 1 sampler (VE reverse diffusion with the score) noised to sigma_k"
+                if a["fake"] == "samples" else
                 "states of the l = 1 sampler (VE reverse diffusion with the score)" if self.family == "ve"
                 else "states of the l = 0 flow with the current discriminator"),
                 "score": getattr(self, "score_ref", None), "pool": a["pool"], "refresh_every": a["refresh_every"],
@@ -193,10 +253,18 @@ class DiffFlowDiscTrainer(RoleTrainer):
 
     def card(self, name, config):
         t = config["time"]
-        return (f"Logistic DiffFlow discriminator, family `{t['family']}`, {t['n_steps']} noise levels from "
+        text = (f"Logistic DiffFlow discriminator, family `{t['family']}`, {t['n_steps']} noise levels from "
                 f"{t['sigmas'][0]:.4g} to {t['sigmas'][-1]:.4g} (rho {t['rho']}); trained against "
                 f"{config['objective']['fake']} (score: `{config['objective']['score']}`). Sample with "
                 "`gpm sample --model diffflow --checkpoint BUNDLE --lambda L` (the grid comes from this config).")
+        ev = config.get("evaluation")
+        if ev:
+            text += ("\n\nHeld-out accuracy per noise band (measured when training finished, "
+                     f"{ev['pairs_per_level']} real and {ev['pairs_per_level']} fake particles per level; 0.5 is "
+                     "chance):\n\n| sigma band | levels | real (d > 0) | fake (d < 0) | accuracy |\n|---|---|---|---|---|\n")
+            text += "\n".join(f"| [{b['sigma'][0]:.3g}, {b['sigma'][1]:.3g}] | {b['levels']} | {b['real']:.3f} | "
+                               f"{b['fake']:.3f} | {b['accuracy']:.3f} |" for b in ev["accuracy_by_sigma"])
+        return text
 
 
 register_role(RoleSpec("discriminator:diffflow", DiffFlowDiscTrainer,
@@ -217,9 +285,12 @@ register_role(RoleSpec("discriminator:diffflow", DiffFlowDiscTrainer,
     Opt("fourier_scale", float, 4.0, "MLP: scale of the Fourier features of ln(sigma)/4"),
     Opt("ch", int, 32, "convnet base channels"),
     Opt("mults", list, [1, 2, 2], "convnet channel multipliers"),
+    Opt("fake", str, "trajectories", "ve: trajectories (the l = 1 sampler's state at each level) | samples (its "
+        "final samples noised to each level: Discriminator Guidance)", ("trajectories", "samples")),
     Opt("pool", int, 2048, "trajectories simulated per refresh"),
     Opt("refresh_every", int, 0, "re-simulate the pool every N steps (0: once for ve, every 20 steps for kl)"),
     Opt("sim_batch", int, 512, "batch size of the simulation"),
     Opt("gp", float, 0.0, "zero-centred gradient penalty weight on noised real data"),
     Opt("beta1", float, 0.5, "Adam beta1"),
+    Opt("eval_pool", int, 256, "fresh trajectories for the held-out accuracy per sigma band in the card (0: none)"),
 ]))

@@ -17,7 +17,7 @@ import torch
 
 from gpmcli.errors import UsageError
 from gpmcli.fields.discriminator import NetDiscriminator
-from gpmcli.samplers.integrate import em_step
+from gpmcli.integrate import em_step
 from gpmcli.train import Opt, RoleSpec, register_role
 from gpmcli.train.adversarial import LOSSES, adam, build_net, disc_config, discriminator_loss, gradient_penalty
 from gpmcli.train.common import RoleTrainer

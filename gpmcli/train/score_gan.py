@@ -17,16 +17,11 @@ import torch
 
 from gpmcli.errors import UsageError
 from gpmcli.fields.base import expand_sigma
+from gpmcli.fields.schedules import rho_interp
 from gpmcli.fields.score import EDMDenoiser
 from gpmcli.train import Opt, RoleSpec, register_role
 from gpmcli.train.adversarial import adam, build_net
 from gpmcli.train.common import RoleTrainer
-
-
-def rho_sigmas(u: torch.Tensor, sigma_min: float, sigma_max: float, rho: float = 3.0) -> torch.Tensor:
-    """The rho-schedule noise level at fraction ``u`` in [0, 1] (``u = 0``: sigma_max, ``u = 1``: sigma_min)."""
-    a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
-    return (a + u * (b - a)) ** rho
 
 
 def score_gan_direction(x_noisy: torch.Tensor, sigma: torch.Tensor, d_gen: torch.Tensor, d_data: torch.Tensor,
@@ -100,7 +95,7 @@ class ScoreGANTrainer(RoleTrainer):
         return {"generator": self.opt_g, "gen_denoiser": self.opt_s}
 
     def sigmas(self, n: int, g: torch.Generator) -> torch.Tensor:
-        return rho_sigmas(self.ctx.rand(n, generator=g), self.sigma_min, self.sigma_max, self.args["rho"])
+        return rho_interp(self.ctx.rand(n, generator=g), self.sigma_min, self.sigma_max, self.args["rho"])
 
     def fake(self, n: int, g: torch.Generator) -> torch.Tensor:
         with self.ctx.autocast():
