@@ -35,9 +35,9 @@ MNIST_TEST = Path(__file__).resolve().parent.parent.parent / "shared" / "assets"
 
 
 def evaluate(model: str, checkpoint: str | None, n: int = 1000, params: dict | None = None, seed: int = 0,
-             batch: int = 250, fd_ref=None) -> dict:
+             batch: int = 250, fd_ref=None, overrides: dict[str, str] | None = None) -> dict:
     lenet = load_bundle("mnist-lenet", registry=Registry.load())["classifier"].module.eval()
-    bundle = resolve_bundle(model, checkpoint, None, device="cpu")
+    bundle = resolve_bundle(model, checkpoint, overrides, device="cpu")
     sampler = get_kind(model).build(bundle, with_bundle_defaults(bundle, model, params))  # as gpm sample does
     x = torch.cat([sampler(BatchNoise(seed, range(i, min(n, i + batch)))).x for i in range(0, n, batch)])
     raw = x
@@ -50,7 +50,8 @@ def evaluate(model: str, checkpoint: str | None, n: int = 1000, params: dict | N
     mp, c = p.max(1)
     hist = torch.bincount(c, minlength=10).tolist()
     present = sum(h > 0 for h in hist)
-    res = {"model": model, "checkpoint": checkpoint, "n": n, "seed": seed, "params": params or {},
+    res = {"model": model, "checkpoint": checkpoint, **({"overrides": overrides} if overrides else {}), "n": n,
+           "seed": seed, "params": params or {},
            "classes_present": present, "class_histogram": hist, "mean_max_prob": round(float(mp.mean()), 4),
            "pass": present == 10 and float(mp.mean()) >= 0.8}
     if fd_ref is not None:
@@ -81,6 +82,8 @@ def main(argv=None) -> int:
     ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--param", action="append", default=[], help="sampler option key=value (numbers parsed)")
+    ap.add_argument("--score", default=None, help="replace the bundle's score (any reference form, as gpm sample)")
+    ap.add_argument("--discriminator", default=None, help="replace the bundle's discriminator")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--fd-ref", default=str(MNIST_TEST) if MNIST_TEST.is_file() else None,
                     help="FD-LeNet of the same samples to this reference (default: the MNIST test set of "
@@ -89,7 +92,8 @@ def main(argv=None) -> int:
     params = parse_params(a.param)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     fd_ref = None if a.fd_ref in (None, "none") else a.fd_ref
-    res = evaluate(a.model, a.checkpoint, a.n, params, a.seed, fd_ref=fd_ref)
+    overrides = {k: v for k, v in (("score", a.score), ("discriminator", a.discriminator)) if v}
+    res = evaluate(a.model, a.checkpoint, a.n, params, a.seed, fd_ref=fd_ref, overrides=overrides or None)
     if a.json:
         print(json.dumps(res))
     else:

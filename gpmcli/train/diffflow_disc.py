@@ -150,9 +150,8 @@ class DiffFlowDiscTrainer(RoleTrainer):
                     if last:
                         break
                 xi = None if last else self.ctx.randn(m, *shape, generator=g)
-                if self.family == "ve":
-                    with self.ctx.autocast():
-                        s = self.den.score(x, sigma).float()
+                if self.family == "ve":  # float32 as gpm sample runs it (--precision bf16 is for the discriminator)
+                    s = self.den.score(x, sigma).float()
                     x, x_mean = diffflow_ve_step(x, s, None, sigma**2 - grid[k + 1] ** 2, 1.0, xi)
                 else:
                     gd = self._disc_grad(x, sigma)
