@@ -160,14 +160,20 @@ class DiffFlowDiscTrainer(RoleTrainer):
                 out[lo:lo + m] = x_mean.cpu()
         return out
 
+    def noised(self, x0: torch.Tensor, k: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x0 + sigma_k eps`` with fresh noise, and the per-row ``sigma_k``."""
+        sig = torch.tensor(self.sigmas, dtype=torch.float32)[k].to(self.ctx.device)
+        return x0 + sig.reshape(-1, *([1] * (x0.ndim - 1))) * self.ctx.randn(*x0.shape, generator=g), sig
+
+    def pool_size(self, pool: torch.Tensor) -> int:
+        return pool.shape[0] if self.args["fake"] == "samples" else pool.shape[1]
+
     def fakes(self, pool: torch.Tensor, k: torch.Tensor, j: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """Training particles at levels ``k`` from pool entries ``j``: trajectory states, or final samples noised to
         ``sigma_k`` with fresh noise."""
         if self.args["fake"] != "samples":
             return pool[k, j].to(self.ctx.device)
-        x0 = pool[j].to(self.ctx.device)
-        sig = torch.tensor(self.sigmas, dtype=torch.float32)[k].to(self.ctx.device)
-        return x0 + sig.reshape(-1, *([1] * (x0.ndim - 1))) * self.ctx.randn(*x0.shape, generator=g)
+        return self.noised(pool[j].to(self.ctx.device), k, g)[0]
 
     def train_step(self, batch):
         a = self.args
@@ -179,11 +185,9 @@ class DiffFlowDiscTrainer(RoleTrainer):
         g = self.ctx.generator()
         b, n = batch.shape[0], len(self.sigmas)
         k = torch.randint(0, n, (b,), generator=g)
-        j = torch.randint(0, a["pool"], (b,), generator=g)
+        j = torch.randint(0, self.pool_size(self.pool), (b,), generator=g)
         fake = self.fakes(self.pool, k, j, g)
-        sig = torch.tensor(self.sigmas, dtype=torch.float32)[k].to(self.ctx.device)
-        eps = self.ctx.randn(*batch.shape, generator=g)
-        real = batch + sig.reshape(-1, *([1] * (batch.ndim - 1))) * eps
+        real, sig = self.noised(batch, k, g)
         with self.ctx.autocast():
             d_real = self.net(real, sig).float().reshape(-1)
             d_fake = self.net(fake, sig).float().reshape(-1)
@@ -212,10 +216,9 @@ class DiffFlowDiscTrainer(RoleTrainer):
         n = len(self.sigmas)
         hits = torch.zeros(n, 2)
         for k in range(n):
-            kk, jj = torch.full((m,), k), torch.arange(m)
-            fake = self.fakes(pool, kk, jj, g)
-            sig = torch.full((m,), self.sigmas[k], device=self.ctx.device)
-            real = real0 + self.sigmas[k] * self.ctx.randn(*real0.shape, generator=g)
+            kk = torch.full((m,), k)
+            fake = self.fakes(pool, kk, torch.arange(m), g)
+            real, sig = self.noised(real0, kk, g)
             with self.ctx.autocast():
                 hits[k, 0] = (net(real, sig).float().reshape(-1) > 0).float().mean()
                 hits[k, 1] = (net(fake, sig).float().reshape(-1) < 0).float().mean()
