@@ -35,11 +35,12 @@ MNIST_TEST = Path(__file__).resolve().parent.parent.parent / "shared" / "assets"
 
 
 def evaluate(model: str, checkpoint: str | None, n: int = 1000, params: dict | None = None, seed: int = 0,
-             batch: int = 250, fd_ref=None, overrides: dict[str, str] | None = None) -> dict:
+             batch: int = 250, fd_ref=None, overrides: dict[str, str] | None = None, device: str = "cpu") -> dict:
     lenet = load_bundle("mnist-lenet", registry=Registry.load())["classifier"].module.eval()
-    bundle = resolve_bundle(model, checkpoint, overrides, device="cpu")
+    bundle = resolve_bundle(model, checkpoint, overrides, device=device)
     sampler = get_kind(model).build(bundle, with_bundle_defaults(bundle, model, params))  # as gpm sample does
-    x = torch.cat([sampler(BatchNoise(seed, range(i, min(n, i + batch)))).x for i in range(0, n, batch)])
+    x = torch.cat([sampler(BatchNoise(seed, range(i, min(n, i + batch)), device)).x.float().cpu()
+                   for i in range(0, n, batch)])
     raw = x
     lo, hi = sampler.data_range or (-1.0, 1.0)
     x = ((x.reshape(n, 1, *x.shape[-2:]) - lo) / (hi - lo)).clamp(0, 1)
@@ -85,6 +86,8 @@ def main(argv=None) -> int:
     ap.add_argument("--score", default=None, help="replace the bundle's score (any reference form, as gpm sample)")
     ap.add_argument("--discriminator", default=None, help="replace the bundle's discriminator")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--device", default="cpu", help="where the sampler runs (cpu, cuda, cuda:N)")
+    ap.add_argument("-b", "--batch-size", type=int, default=250)
     ap.add_argument("--fd-ref", default=str(MNIST_TEST) if MNIST_TEST.is_file() else None,
                     help="FD-LeNet of the same samples to this reference (default: the MNIST test set of "
                          "../shared/assets/mnist; 'none' to skip)")
@@ -93,7 +96,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     fd_ref = None if a.fd_ref in (None, "none") else a.fd_ref
     overrides = {k: v for k, v in (("score", a.score), ("discriminator", a.discriminator)) if v}
-    res = evaluate(a.model, a.checkpoint, a.n, params, a.seed, fd_ref=fd_ref, overrides=overrides or None)
+    res = evaluate(a.model, a.checkpoint, a.n, params, a.seed, batch=a.batch_size, fd_ref=fd_ref,
+                   overrides=overrides or None, device=a.device)
     if a.json:
         print(json.dumps(res))
     else:

@@ -72,12 +72,12 @@ def lenet_probs(lenet, x: torch.Tensor, data_range, batch: int) -> torch.Tensor:
 def measure(label, kind, bundle_name, params, args, lenet) -> dict:
     from eval_mnist_lenet import fd_lenet_of
 
-    bundle = resolve_bundle(kind, bundle_name, None, device="cpu")
+    bundle = resolve_bundle(kind, bundle_name, None, device=args.device)
     sampler = get_kind(kind).build(bundle, with_bundle_defaults(bundle, kind, dict(params)))
     xs, nfe = [], 0
     t0 = time.perf_counter()
     for i in range(0, args.n, args.batch_size):
-        res = sampler(BatchNoise(args.seed, range(i, min(args.n, i + args.batch_size))))
+        res = sampler(BatchNoise(args.seed, range(i, min(args.n, i + args.batch_size)), args.device))
         xs.append(res.x.float().cpu())
         nfe = res.nfe
     wall = time.perf_counter() - t0
@@ -90,7 +90,7 @@ def measure(label, kind, bundle_name, params, args, lenet) -> dict:
     hist = torch.bincount(cls, minlength=10).tolist()
     out = {"label": label, "kind": kind, "bundle": bundle_name, "params": params, "n": args.n, "seed": args.seed,
            "resolved": {k: v for k, v in sampler.resolved.items() if isinstance(v, (int, float, str, bool))},
-           "nfe": nfe, "wall_seconds": round(wall, 2), "threads": torch.get_num_threads(),
+           "nfe": nfe, "wall_seconds": round(wall, 2), "threads": torch.get_num_threads(), "device": device_label(args.device),
            "mean_max_prob": round(float(conf.mean()), 4), "classes_present": sum(h > 0 for h in hist),
            "class_histogram": hist, "fraction_outside_range": round(outside, 4)}
     if args.fd_ref:
@@ -98,8 +98,16 @@ def measure(label, kind, bundle_name, params, args, lenet) -> dict:
     return out
 
 
+def device_label(device: str) -> str:
+    """``cpu (N threads)`` or the accelerator's name, for the wall-time column."""
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{device} ({torch.get_num_threads()} threads)"
+
+
 def markdown(results: list[dict], n: int) -> str:
-    lines = [f"| sampler, bundle (N = {n:,}) | FD-LeNet | LeNet confidence | classes (min share) | NFE | wall s |",
+    dev = next((r["device"] for r in results if "device" in r), "")
+    lines = [f"| sampler, bundle (N = {n:,}) | FD-LeNet | LeNet confidence | classes (min share) | NFE | wall s ({dev}) |",
              "|---|---|---|---|---|---|"]
     for r in results:
         if "skipped" in r:
@@ -168,6 +176,8 @@ def main(argv=None) -> int:
     ap.add_argument("-b", "--batch-size", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="where the samplers run (cpu, cuda, cuda:N); LeNet and the "
+                    "Fréchet distance stay on the CPU")
     ap.add_argument("--only", nargs="*", default=None, help="keep rows whose label has one of these words (e.g. gan, lambda=0.5, mnist-edm)")
     ap.add_argument("--fd-ref", default=str(MNIST_TEST) if MNIST_TEST.is_file() else None)
     ap.add_argument("--json", type=Path, default=None, help="write the results (a list of rows) here")
@@ -189,6 +199,8 @@ def main(argv=None) -> int:
             continue
         r = measure(label, kind, bname, params, a, lenet)
         results.append(r)
+        if a.json:  # after every row, so a run stopped early keeps what it measured
+            a.json.write_text(json.dumps(results, indent=2) + "\n")
         print(f"{label}: FD-LeNet {r.get('fd_lenet')}, confidence {r['mean_max_prob']}, classes "
               f"{r['class_histogram']}, NFE {r['nfe']}, {r['wall_seconds']} s", flush=True)
     done = [r for r in results if "skipped" not in r]

@@ -44,6 +44,9 @@ def train(
     save_every: int = typer.Option(0, "--save-every", help="Write the checkpoint and train_state.pt every N steps."),
     resume: bool = typer.Option(False, "--resume", help="Continue from --out/train_state.pt up to --steps."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Stop after this much wall time, "
+                                                "writing the checkpoint and train_state.pt at the step reached "
+                                                "(continue with --resume; --steps stays the target)."),
     help_role: bool = typer.Option(False, "--help-role", help="List the options of ROLE and exit."),
 ):
     """Train a network for one of the samplers and write a gpm checkpoint (role options: see --help-role)."""
@@ -59,7 +62,7 @@ def train(
     args = spec.parse_args(list(ctx.args))
     from gpmcli.api import check_finite, check_seed
 
-    check_finite({"lr": lr, "ema": ema, "grad_clip": grad_clip})
+    check_finite({"lr": lr, "ema": ema, "grad_clip": grad_clip, "max_minutes": max_minutes})
     check_seed(seed)
     if data is None:
         raise UsageError("gpm train needs --data NAME|PATH (a toy name, mnist, hf:ORG/NAME or an image folder)")
@@ -88,7 +91,8 @@ def train(
         summary = train_api(role, dataset, out, target=target, args=args, data_dir=data_dir, image_size=image_size,
                             progress=progress, steps=steps, batch_size=batch_size, lr=lr, ema=ema, warmup=warmup,
                             seed=seed, device=device, precision=precision, save_every=save_every, resume=resume,
-                            command=command, grad_clip=grad_clip)
+                            command=command, grad_clip=grad_clip, max_minutes=max_minutes)
     losses = " ".join(f"{k} {v:.4g}" for k, v in summary["losses"].items())
-    info(f"wrote {out}/ ({summary['steps']} steps, {summary['wall_seconds']:.1f}s on {summary['device']}; {losses})")
+    of = "" if summary.get("complete", True) else f" of {summary['target_steps']}; --max-minutes reached, continue with --resume"
+    info(f"wrote {out}/ ({summary['steps']} steps{of}, {summary['wall_seconds']:.1f}s on {summary['device']}; {losses})")
 

@@ -49,6 +49,8 @@ class Loop:
             raise UsageError("--lr must be positive")
         if opts.ema is not None and not 0 < opts.ema < 1:
             raise UsageError("--ema must be a decay in (0, 1), e.g. 0.999")
+        if opts.max_minutes is not None and not opts.max_minutes > 0:
+            raise UsageError("--max-minutes must be positive")
         if opts.precision not in PRECISIONS:
             raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}")
         self.role_key, self.args, self.data, self.opts = role_key, args, data, opts
@@ -110,11 +112,13 @@ class Loop:
     def export_module(self, name: str) -> nn.Module:
         return self.emas[name].shadow if name in self.emas else self.trainer.modules()[name]
 
-    def write(self, step: int, wall: float, final: bool) -> None:
+    def write(self, step: int, wall: float, final: bool, evaluate: bool | None = None) -> None:
+        """Checkpoint(s) and ``train_state.pt`` at ``step``; ``final`` marks the run complete. The role's held-out
+        evaluation runs for the final write, or when ``evaluate`` says so (a run stopped by ``--max-minutes``)."""
         from gpmcli.checkpoint import atomic_open, model_card, save_checkpoint
 
         evaluation = None
-        if final:
+        if final if evaluate is None else evaluate:
             mods = {k: self.export_module(k) for k in self.trainer.modules()}
             was = {k: m.training for k, m in mods.items()}
             for m in mods.values():
@@ -191,9 +195,10 @@ class Loop:
         for m in self.trainer.modules().values():
             m.train()
         t0 = time.perf_counter()
+        deadline = t0 + 60.0 * self.opts.max_minutes if self.opts.max_minutes else None
         batches = self.data.batches(self.opts.batch_size, self.opts.seed, start)
         losses: dict[str, float] = {}
-        step = start
+        step, done = start, start
         for step in range(start, self.opts.steps):
             self.ctx.step = step
             batch = next(batches).to(self.device)
@@ -211,14 +216,20 @@ class Loop:
             if self.progress:
                 self.progress(step + 1, self.opts.steps, losses)
             done = step + 1
+            if deadline is not None and time.perf_counter() >= deadline and done < self.opts.steps:
+                break  # --max-minutes: stop here, resumable
             if self.opts.save_every and done % self.opts.save_every == 0 and done < self.opts.steps:
                 self.write(done, self.wall_before + time.perf_counter() - t0, final=False)
         wall = self.wall_before + time.perf_counter() - t0
+        if done < self.opts.steps:  # stopped by --max-minutes
+            self.write(done, wall, final=False, evaluate=True)
+            return {"out": str(self.out), "steps": done, "target_steps": self.opts.steps, "complete": False,
+                    "wall_seconds": wall, "losses": losses, "device": str(self.device)}
         if self.history and self.history[-1].get("step") != self.opts.steps - 1:
             self.history.append({"step": self.opts.steps - 1, **{k: float(v) for k, v in losses.items()}})
         self.write(self.opts.steps, wall, final=True)
-        return {"out": str(self.out), "steps": self.opts.steps, "wall_seconds": wall, "losses": losses,
-                "device": str(self.device)}
+        return {"out": str(self.out), "steps": self.opts.steps, "target_steps": self.opts.steps, "complete": True,
+                "wall_seconds": wall, "losses": losses, "device": str(self.device)}
 
 
 def options_dict(opts: TrainOptions) -> dict[str, Any]:

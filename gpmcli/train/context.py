@@ -32,6 +32,7 @@ class TrainOptions:
     resume: bool = False
     command: str = ""
     grad_clip: float | None = None
+    max_minutes: float | None = None  # stop (checkpoint + train_state.pt at the step reached) after this wall time
 
 
 class TrainContext:
