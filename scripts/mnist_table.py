@@ -3,6 +3,7 @@ on every MNIST bundle, plus a PNG of FD-LeNet against DiffFlow's lambda (and aga
 
     python scripts/mnist_table.py --n 10000 --json mnist_table.json --md mnist_table.md --png docs/fd_lenet_lambda.png
     python scripts/mnist_table.py --n 64 --only diffflow --json /tmp/t.json      # a quick check of the pipeline
+    python scripts/mnist_table.py --merge gpu.json cpu.json --json all.json --md all.md --png docs/fd_lenet_lambda.png
 
 Rows (``--only`` keeps the rows whose label has one of the given words, e.g. ``gan`` or ``lambda=0.5``): ``edm``, ``pc``, ``ancestral``,
 ``ode``, ``langevin`` on ``mnist-edm``; ``diffflow`` at lambda in {0, 0.25, 0.5, 0.75, 1} on ``mnist-diffflow``;
@@ -106,8 +107,7 @@ def device_label(device: str) -> str:
 
 
 def markdown(results: list[dict], n: int) -> str:
-    dev = next((r["device"] for r in results if "device" in r), "")
-    lines = [f"| sampler, bundle (N = {n:,}) | FD-LeNet | LeNet confidence | classes (min share) | NFE | wall s ({dev}) |",
+    lines = [f"| sampler, bundle (N = {n:,}) | FD-LeNet | LeNet confidence | classes (min share) | NFE | wall s (where) |",
              "|---|---|---|---|---|---|"]
     for r in results:
         if "skipped" in r:
@@ -115,7 +115,7 @@ def markdown(results: list[dict], n: int) -> str:
             continue
         share = min(r["class_histogram"]) / max(1, r["n"])
         lines.append(f"| {r['label']} | {r.get('fd_lenet', 'n/a')} | {r['mean_max_prob']:.3f} | "
-                     f"{r['classes_present']} ({share:.1%}) | {r['nfe']} | {r['wall_seconds']:.1f} |")
+                     f"{r['classes_present']} ({share:.1%}) | {r['nfe']} | {r['wall_seconds']:.1f} ({r.get('device', '')}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -170,6 +170,30 @@ def chart(results: list[dict], path: Path) -> None:
     line_chart([pan1, pan2], path)
 
 
+def merge(a) -> int:
+    by_label: dict[str, dict] = {}
+    for f in a.merge:
+        for r in json.loads(f.read_text()):
+            if "skipped" not in r or r["label"] not in by_label:
+                by_label[r["label"]] = r
+    order = [label for label, *_ in rows()]
+    results = [by_label[lab] for lab in order if lab in by_label]
+    ns = {r["n"] for r in results if "n" in r}
+    if len(ns) > 1:
+        print(f"error: the files mix sample counts {sorted(ns)}; merge rows of one N", file=sys.stderr)
+        return 2
+    n = ns.pop() if ns else 0
+    if a.json:
+        a.json.write_text(json.dumps(results, indent=2) + "\n")
+    if a.md:
+        a.md.write_text(markdown(results, n))
+    done = [r for r in results if "skipped" not in r]
+    if a.png and done:
+        chart(done, a.png)
+    print(markdown(results, n))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=10000, help="samples per row (10,000 for the published table)")
@@ -183,7 +207,13 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None, help="write the results (a list of rows) here")
     ap.add_argument("--md", type=Path, default=None, help="write the markdown table here")
     ap.add_argument("--png", type=Path, default=None, help="write FD-LeNet against lambda and against NFE here")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="sample nothing: merge the rows of these --json files (a later file's row replaces an "
+                         "earlier one with the same label; rows keep their own device and wall time) and write "
+                         "--json/--md/--png from them, in the table's row order")
     a = ap.parse_args(argv)
+    if a.merge:
+        return merge(a)
     if a.n < 1 or a.batch_size < 1:
         ap.error("--n and --batch-size must be >= 1")
     torch.set_num_threads(a.threads)

@@ -183,6 +183,42 @@ def test_resume_keeps_the_notes_below_the_marker_of_the_card(tmp_path, cli):
     assert after.count(KEEP_MARKER) == 1 and after.rstrip().endswith("FD at step 2: 12.3 (a hand-written note)")
 
 
+def test_max_minutes_stops_resumably_and_each_run_is_recorded(tmp_path, cli, monkeypatch):
+    """``--max-minutes`` ends the run at the first step past the budget with a checkpoint and resume state at that
+    step (the target stays ``--steps``); a resumed run with another batch size reaches the same target, and the
+    config lists both runs with their own batch sizes and steps."""
+    import time as _time
+
+    from gpmcli.train import common
+
+    clock = {"t": 0.0}
+
+    def fake_clock():  # every call advances 1 s: a 0.05-minute budget (3 s) ends after a few steps
+        clock["t"] += 1.0
+        return clock["t"]
+
+    monkeypatch.setattr(common.time, "perf_counter", fake_clock)
+    base = ["train", "score", "--data", "pentagon", *TINY_MLP, "--seed", "2", "-o", tmp_path / "run"]
+    code, _, err = cli(*base, "--steps", "50", "-b", "16", "--max-minutes", "0.05")
+    assert code == 0, err
+    assert "--max-minutes reached" in err
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    stopped = cfg["training"]["steps"]
+    assert 0 < stopped < 50 and cfg["training"]["complete"] is False and cfg["training"]["target_steps"] == 50
+    st = torch.load(tmp_path / "run" / "train_state.pt", weights_only=True)
+    assert st["step"] == stopped
+    monkeypatch.setattr(common.time, "perf_counter", _time.perf_counter)
+    code, _, err = cli(*base, "--steps", "50", "-b", "8", "--resume")
+    assert code == 0, err
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    runs = cfg["training"]["sessions"]
+    assert cfg["training"]["steps"] == 50 and cfg["training"]["complete"] is True
+    assert [r["steps"] for r in runs] == [[0, stopped], [stopped, 50]]
+    assert [r["batch_size"] for r in runs] == [16, 8]
+    assert "in 2 runs" in (tmp_path / "run" / "README.md").read_text()
+    assert cli(*base, "--steps", "60", "--resume", "--max-minutes", "0")[0] == 2
+
+
 @pytest.mark.parametrize("family", ["ve", "kl"])
 def test_diffflow_discriminator_round_trip_sample_and_resume(tmp_path, cli, family):
     from gpmcli.registry import load_component

@@ -66,7 +66,9 @@ class Loop:
             for _, (mname, _cfg) in self.trainer.exports().items():
                 self.emas.setdefault(mname, EMA(self.trainer.modules()[mname], opts.ema))
         self.wall_before = 0.0
+        self.start_step = 0
         self.history: list[dict[str, float]] = []
+        self.sessions: list[dict[str, Any]] = []  # earlier runs of a resumed training (one record each)
 
     # ----- resume state -----
     def state_dict(self, step: int, wall: float) -> dict[str, Any]:
@@ -78,7 +80,17 @@ class Loop:
             "ema": {k: _cpu_state(e.shadow) for k, e in self.emas.items()},
             "extra": _to_device(self.trainer.extra_state(), "cpu"),
             "history": self.history[-1000:],
+            "sessions": self.all_sessions(step, wall),
         }
+
+    def all_sessions(self, step: int, wall: float) -> list[dict[str, Any]]:
+        """Every run of this training so far, this one last: steps, device, batch, learning rate, wall time. A run
+        resumed on another machine or with another batch size keeps the record of the earlier ones."""
+        o = self.opts
+        return self.sessions + [{
+            "steps": [self.start_step, step], "device": str(self.device), "device_name": device_name(self.device),
+            "torch_threads": torch.get_num_threads(), "batch_size": o.batch_size, "lr": o.lr, "precision": o.precision,
+            "wall_seconds": round(wall - self.wall_before, 1)}]
 
     def load_state(self) -> int:
         path = self.out / STATE_FILE
@@ -106,7 +118,12 @@ class Loop:
         self.trainer.load_extra_state(_to_device(st.get("extra", {}), self.device))
         self.wall_before = float(st.get("wall_seconds", 0.0))
         self.history = list(st.get("history", []))
-        return int(st["step"])
+        step = int(st["step"])
+        self.sessions = list(st.get("sessions") or [])
+        if not self.sessions and step > 0:  # a state written before runs were recorded
+            self.sessions = [{"steps": [0, step], "wall_seconds": round(self.wall_before, 1),
+                              "note": "earlier runs (written before gpm recorded each run)"}]
+        return step
 
     # ----- checkpoints -----
     def export_module(self, name: str) -> nn.Module:
@@ -161,6 +178,7 @@ class Loop:
             "wall_seconds": round(wall, 1), "parameters": n_params, "final_losses": last,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "gpm": __version__,
             "role_options": {k: v for k, v in self.args.items() if isinstance(v, (int, float, str, bool, type(None), list))},
+            "sessions": self.all_sessions(step, wall),
         }
 
     def card_body(self, sub: str, mname: str, config: dict[str, Any]) -> str:
@@ -175,7 +193,9 @@ class Loop:
             f"- **steps**: {t['steps']} of {t['target_steps']} (batch {t['batch_size']}, Adam lr {t['lr']}, "
             f"EMA {t['ema']}, seed {t['seed']}, precision {t['precision']})",
             f"- **wall time**: {t['wall_seconds']:.0f} s on {t['device']} ({t['device_name']}, "
-            f"{t['torch_threads']} threads)",
+            f"{t['torch_threads']} threads)" if len(t.get("sessions") or []) < 2 else
+            f"- **wall time**: {t['wall_seconds']:.0f} s in {len(t['sessions'])} runs: " + "; ".join(
+                _run_text(r) for r in t["sessions"]),
             f"- **final losses**: {', '.join(f'{k} {v:.4g}' for k, v in t['final_losses'].items()) or 'n/a'}",
         ]
         extra = self.trainer.card(sub, config)
@@ -190,6 +210,7 @@ class Loop:
     # ----- the loop -----
     def run(self) -> dict[str, Any]:
         start = self.load_state() if self.opts.resume else 0
+        self.start_step = start
         if start >= self.opts.steps:
             raise UsageError(f"--resume: {self.out} already has {start} steps; ask for more with --steps")
         for m in self.trainer.modules().values():
@@ -230,6 +251,13 @@ class Loop:
         self.write(self.opts.steps, wall, final=True)
         return {"out": str(self.out), "steps": self.opts.steps, "target_steps": self.opts.steps, "complete": True,
                 "wall_seconds": wall, "losses": losses, "device": str(self.device)}
+
+
+def _run_text(r: dict[str, Any]) -> str:
+    a, b = r["steps"]
+    where = f"{r['device']} ({r.get('device_name')}), batch {r.get('batch_size')}, lr {r.get('lr')}, " \
+            f"{r.get('precision')}" if "device" in r else r.get("note", "")
+    return f"steps {a:,}-{b:,} {r['wall_seconds']:.0f} s on {where}"
 
 
 def options_dict(opts: TrainOptions) -> dict[str, Any]:

@@ -1,0 +1,45 @@
+"""scripts/mnist_table.py --merge: rows measured on different machines become one table in the table's row order."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import mnist_table  # noqa: E402
+
+
+def _row(label, kind, fd, n=100, device="cpu (2 threads)", **extra):
+    return {"label": label, "kind": kind, "bundle": label.split()[-1], "params": extra.pop("params", {}), "n": n,
+            "nfe": extra.pop("nfe", 1), "wall_seconds": 1.0, "device": device, "mean_max_prob": 0.9,
+            "classes_present": 10, "class_histogram": [10] * 10, "fd_lenet": fd, **extra}
+
+
+def test_merge_orders_rows_later_files_win_and_mixed_n_is_refused(tmp_path, capsys):
+    gpu = [_row("diffflow lambda=1 mnist-diffflow", "diffflow", 24.0, device="NVIDIA H200", params={"lambda": 1.0},
+                nfe=64),
+           _row("edm mnist-edm", "edm", 16.0, device="NVIDIA H200", nfe=35),
+           _row("gan mnist-gan", "gan", 80.0)]
+    cpu = [_row("gan mnist-gan", "gan", 74.0), {"label": "ddls mnist-x", "kind": "ddls", "skipped": "not registered"}]
+    (tmp_path / "gpu.json").write_text(json.dumps(gpu))
+    (tmp_path / "cpu.json").write_text(json.dumps(cpu))
+    out = tmp_path / "all.json"
+    assert mnist_table.main(["--merge", str(tmp_path / "gpu.json"), str(tmp_path / "cpu.json"), "--json", str(out),
+                             "--md", str(tmp_path / "all.md"), "--png", str(tmp_path / "all.png")]) == 0
+    rows = json.loads(out.read_text())
+    order = [lab for lab, *_ in mnist_table.rows()]
+    labels = [r["label"] for r in rows]
+    assert labels == sorted(labels, key=order.index)  # the table's order, not the files'
+    assert labels[0] == "edm mnist-edm"
+    assert next(r for r in rows if r["label"] == "gan mnist-gan")["fd_lenet"] == 74.0  # the later file wins
+    md = (tmp_path / "all.md").read_text()
+    assert "(NVIDIA H200)" in md and "(cpu (2 threads))" in md and "N = 100" in md
+    assert (tmp_path / "all.png").stat().st_size > 0
+    (tmp_path / "other.json").write_text(json.dumps([_row("edm mnist-edm", "edm", 15.0, n=500)]))
+    assert mnist_table.main(["--merge", str(tmp_path / "gpu.json"), str(tmp_path / "other.json")]) == 2
+    assert "mix sample counts" in capsys.readouterr().err
+
+
+if __name__ == "__main__":
+    pytest.main([__file__])
