@@ -5,16 +5,17 @@
 Stages (each bounded by the time left; every result lands in OUT as soon as it exists, so a session cut short
 still returns what it finished):
 
-1. score: two continuations of ``checkpoints/mnist-edm-next/score`` (from its ``train_state.pt``) run side by side,
-   ``-b 1024 --lr 1e-3`` and ``-b 512 --lr 5e-4``, each for ``--score-minutes`` (``gpm train --max-minutes``);
-   the one with the lower FD-LeNet (``edm`` defaults, ``--pick-n`` samples) wins and replaces the score of
+1. score: continuations of ``checkpoints/mnist-edm-next/score`` (from its ``train_state.pt``) side by side
+   (``--score-runs``, default one run at ``-b 1024 --lr 1e-3``), each for ``--score-minutes`` (``gpm train
+   --max-minutes``); the one with the lower FD-LeNet (``edm`` defaults, ``--pick-n`` samples) wins and replaces the score of
    ``mnist-edm`` and ``mnist-diffflow`` in this working tree. Its folder (weights, card, resume state) is packed
    into ``OUT/score.tar`` (split in 15 MB parts).
-2. discriminator: DiffFlow ``ve`` discriminators against the winning score, side by side for ``--disc-minutes``:
-   trajectories (ch 32), final samples noised to each level (Discriminator Guidance; ch 32), trajectories (ch 64).
+2. discriminator: DiffFlow ``ve`` discriminators against the winning score, side by side for ``--disc-minutes``
+   (``--disc-variants``; default: l = 1 trajectories at width 32, and the l = 0.5 sampler's own states with the
+   discriminator in the loop (``--lam 0.5``) at widths 32 and 64).
    Each is scored by FD-LeNet of ``diffflow`` at lambda = 0.5 (``--pick-n`` samples; lambda = 1, which does not use
    the discriminator, once); the lowest wins and becomes ``mnist-diffflow/discriminator``. ``OUT/disc.tar`` holds
-   all three (without their training state).
+   them all (without their training state).
 3. table: ``scripts/mnist_table.py`` at ``--table-n`` on the rows that are cheap on an accelerator (see
    ``--table-rows``), then the per-sample noise cost against one network evaluation (``OUT/noise_cost.json``).
 
@@ -138,7 +139,7 @@ def install(src: Path, dest: Path) -> None:
 
 def stage_score(a, pick: dict) -> Path | None:
     work = a.work
-    runs = {"scoreA": ("1024", "1e-3"), "scoreB": ("512", "5e-4")}
+    runs = {f"score{chr(65 + i)}": tuple(r.split(":")) for i, r in enumerate(a.score_runs)}
     procs = {}
     for name, (b, lr) in runs.items():
         d = work / name
@@ -171,14 +172,17 @@ def stage_score(a, pick: dict) -> Path | None:
 def stage_disc(a, pick: dict) -> None:
     work = a.work
     score = ROOT / "checkpoints/mnist-diffflow/score"
-    variants = {"discT32": ("trajectories", 32), "discS32": ("samples", 32), "discT64": ("trajectories", 64)}
+    variants = {}
+    for v in a.disc_variants:  # NAME:FAKE:CH:LAM:REFRESH
+        name, fake, ch, lam, refresh = v.split(":")
+        variants[name] = (fake, ch, lam, refresh)
     procs = {}
-    for name, (fake, ch) in variants.items():
+    for name, (fake, ch, lam, refresh) in variants.items():
         procs[name] = start(a, name, gpm(
             "train", "discriminator", "--for", "diffflow", "--family", "ve", "--score", score, "--data", "mnist",
             "--data-dir", a.data_dir, "--steps", 100000, "-b", 256, "--lr", "5e-4", "--fake", fake, "--ch", ch,
-            "--pool", a.pool, "--sim-batch", 1024, "--refresh-every", 4000, "--eval-pool", a.eval_pool, "--threads", 4,
-            "--device", a.device, "--max-minutes", a.disc_minutes, "-o", work / name))
+            "--lam", lam, "--pool", a.pool, "--sim-batch", 1024, "--refresh-every", refresh, "--eval-pool",
+            a.eval_pool, "--threads", 4, "--device", a.device, "--max-minutes", a.disc_minutes, "-o", work / name))
     wait(a, procs, reserve=a.reserve_after_disc)
     done = {n: work / n for n in variants if (work / n / "model.safetensors").is_file()}
     for n, d in done.items():
@@ -258,6 +262,14 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--budget", type=float, default=560.0, help="seconds for the whole session")
     ap.add_argument("--score-minutes", type=float, default=3.6)
+    ap.add_argument("--score-runs", nargs="+", default=["1024:1e-3"],
+                    help="BATCH:LR of each score continuation run side by side (2026-12-04: 1024:1e-3 512:5e-4; "
+                         "the batch-1024 one won, and two runs halve each other's speed)")
+    ap.add_argument("--disc-variants", nargs="+",
+                    default=["discT32:trajectories:32:1:4000", "discL32:trajectories:32:0.5:500",
+                             "discL64:trajectories:64:0.5:500"],
+                    help="NAME:FAKE:CH:LAM:REFRESH of each discriminator trained side by side (2026-12-04: "
+                         "discT32:trajectories:32:1:4000 discS32:samples:32:1:4000 discT64:trajectories:64:1:4000)")
     ap.add_argument("--disc-minutes", type=float, default=1.6)
     ap.add_argument("--pool", type=int, default=8192)
     ap.add_argument("--eval-pool", type=int, default=512, help="held-out trajectories per discriminator")

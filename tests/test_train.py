@@ -249,6 +249,52 @@ def test_diffflow_discriminator_round_trip_sample_and_resume(tmp_path, cli, fami
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
 
 
+def test_ve_lam_fakes_are_states_of_the_l_sampler_with_the_current_discriminator(tmp_path, cli):
+    """``--lam L`` (ve): the pool holds states of the l = L DiffFlow step with the current discriminator's gradient,
+    recomputed here step by step from the library step function; at ``--lam 1`` the pool does not depend on the
+    discriminator. Bad combinations are usage errors."""
+    from gpmcli.data import load_dataset
+    from gpmcli.samplers.diffflow import diffflow_ve_step
+    from gpmcli.train import get_role
+    from gpmcli.train.common import Loop, TrainOptions
+
+    spec = get_role("discriminator:diffflow")
+    args = {o.name: o.default for o in spec.options}
+    args.update(family="ve", score="toy:pentagon", n_steps=5, sigma_min=0.05, sigma_max=5.0, hidden=16, depth=1,
+                pool=16, sim_batch=8, lam=0.5)
+    loop = Loop(spec.trainer, "discriminator:diffflow", args, load_dataset("pentagon"), TrainOptions(steps=1),
+                tmp_path / "x")
+    tr = loop.trainer
+    pool = tr.simulate(16, torch.Generator().manual_seed(5))
+    # the same trajectories by hand: prior, then diffflow_ve_step with score + current disc gradient, same draws
+    g = torch.Generator().manual_seed(5)
+    grid = tr.sigmas + [0.0]
+    for lo in (0, 8):
+        x = tr.prior_std * torch.randn(8, 2, generator=g)
+        for k, sig in enumerate(tr.sigmas):
+            assert torch.allclose(pool[k, lo:lo + 8], x, atol=1e-5)
+            if k == len(tr.sigmas) - 1:
+                break
+            xi = torch.randn(8, 2, generator=g)
+            x, _ = diffflow_ve_step(x, tr.den.score(x, sig).float(), tr._disc_grad(x, sig), sig**2 - grid[k + 1] ** 2,
+                                    0.5, xi)
+    with torch.no_grad():  # another discriminator: other fake particles at lam < 1 ...
+        for p in tr.net.parameters():
+            p.add_(0.5)
+    assert not torch.allclose(tr.simulate(16, torch.Generator().manual_seed(5))[-1], pool[-1], atol=1e-4)
+    tr.lam = 1.0  # ... and the same ones at lam = 1
+    a = tr.simulate(16, torch.Generator().manual_seed(5))
+    for p in tr.net.parameters():
+        torch.nn.init.zeros_(p)
+    assert torch.equal(tr.simulate(16, torch.Generator().manual_seed(5)), a)
+    base = ["train", "discriminator", "--for", "diffflow", "--data", "pentagon", "--score", "toy:pentagon",
+            "--steps", "1", "-o", tmp_path / "bad"]
+    assert cli(*base, "--lam", "1.5")[0] == 2
+    assert cli(*base, "--lam", "0.5", "--fake", "samples")[0] == 2
+    code, _, err = cli(*base, "--lam", "0.5", "--family", "kl")
+    assert code == 2 and "--lam" in err
+
+
 def test_diffflow_discriminator_learns_the_log_ratio_sign():
     """kl family from a wide prior: after a short run the discriminator ranks data above prior draws at the smallest
     noise level (it estimates log q / p_0 > 0 on data)."""

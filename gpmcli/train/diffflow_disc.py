@@ -8,7 +8,9 @@ step ``k``. Training particles:
 
 - ``--family ve``: states of the ``l = 1`` sampler (the VE reverse-diffusion predictor with the score checkpoint
   ``--score``; no discriminator in the loop), simulated once per ``--refresh-every`` steps for a pool of
-  ``--pool`` trajectories; with ``--fake samples`` instead that sampler's final samples noised to ``sigma_k`` with
+  ``--pool`` trajectories; with ``--lam L`` (L < 1) states of the ``l = L`` sampler itself, the current
+  discriminator in its loop (re-simulated every ``--refresh-every`` steps, default 20), so that ``d`` estimates the
+  log-ratio of the data to the particles of the sampler it will correct rather than to those of the ``l = 1`` one; with ``--fake samples`` instead that sampler's final samples noised to ``sigma_k`` with
   fresh noise each time (Discriminator Guidance, Kim et al. 2023: ``d`` then estimates ``log q_sigma / p_sigma`` for
   the model's own noised law rather than for the sampler's state at step ``k``);
 - ``--family kl``: states of the ``l = 0`` flow ``x <- x + eta_k grad d`` with the current discriminator (a
@@ -93,6 +95,11 @@ class DiffFlowDiscTrainer(RoleTrainer):
         self.sigma_data = float(sd)
         if a["fake"] == "samples" and self.family != "ve":
             raise UsageError("--fake samples is for --family ve (the score's own samples); kl trains on its flow")
+        self.lam = float(a["lam"])
+        if not 0.0 <= self.lam <= 1.0 or self.lam != self.lam:
+            raise UsageError(f"--lam must be in [0, 1] (got {a['lam']})")
+        if self.lam != 1.0 and (self.family != "ve" or a["fake"] == "samples"):
+            raise UsageError("--lam is for --family ve with --fake trajectories (the l = L sampler's own states)")
         if a["eval_pool"] < 0:
             raise UsageError("--eval-pool must be >= 0")
         if self.family == "ve":
@@ -152,7 +159,9 @@ class DiffFlowDiscTrainer(RoleTrainer):
                 xi = None if last else self.ctx.randn(m, *shape, generator=g)
                 if self.family == "ve":  # float32 as gpm sample runs it (--precision bf16 is for the discriminator)
                     s = self.den.score(x, sigma).float()
-                    x, x_mean = diffflow_ve_step(x, s, None, sigma**2 - grid[k + 1] ** 2, 1.0, xi)
+                    gd = self._disc_grad(x, sigma) if self.lam != 1.0 else None
+                    x, x_mean = diffflow_ve_step(x, s, gd, sigma**2 - grid[k + 1] ** 2, self.lam,
+                                                 xi if self.lam > 0 else None)
                 else:
                     gd = self._disc_grad(x, sigma)
                     x, x_mean = diffflow_kl_step(x, torch.zeros_like(x), gd, self.etas[k], 0.0, None)
@@ -178,7 +187,7 @@ class DiffFlowDiscTrainer(RoleTrainer):
     def train_step(self, batch):
         a = self.args
         step = self.ctx.step
-        refresh = a["refresh_every"] or (0 if self.family == "ve" else 20)
+        refresh = a["refresh_every"] or (0 if self.family == "ve" and self.lam == 1.0 else 20)
         if self.pool is None or (refresh > 0 and step - self.pool_step >= refresh):
             self.pool = self.simulate(a["pool"], self.ctx.generator(1), finals=a["fake"] == "samples")
             self.pool_step = step
@@ -247,8 +256,11 @@ class DiffFlowDiscTrainer(RoleTrainer):
             "objective": {"name": "logistic", "real": "data noised to sigma_k", "fake": (
                 "final samples of the l = 1 sampler (VE reverse diffusion with the score) noised to sigma_k"
                 if a["fake"] == "samples" else
-                "states of the l = 1 sampler (VE reverse diffusion with the score)" if self.family == "ve"
+                "states of the l = 1 sampler (VE reverse diffusion with the score)"
+                if self.family == "ve" and self.lam == 1.0 else
+                f"states of the l = {self.lam:g} sampler with the current discriminator" if self.family == "ve"
                 else "states of the l = 0 flow with the current discriminator"),
+                "lambda": self.lam if self.family == "ve" else 0.0,
                 "score": getattr(self, "score_ref", None), "pool": a["pool"], "refresh_every": a["refresh_every"],
                 "gp": a["gp"]},
         })}
@@ -289,8 +301,10 @@ register_role(RoleSpec("discriminator:diffflow", DiffFlowDiscTrainer,
     Opt("mults", list, [1, 2, 2], "convnet channel multipliers"),
     Opt("fake", str, "trajectories", "ve: trajectories (the l = 1 sampler's state at each level) | samples (its "
         "final samples noised to each level: Discriminator Guidance)", ("trajectories", "samples")),
+    Opt("lam", float, 1.0, "ve: lambda of the sampler whose states are the fake particles (1: the score alone; "
+        "L < 1: the l = L sampler with the current discriminator, re-simulated every --refresh-every steps)"),
     Opt("pool", int, 2048, "trajectories simulated per refresh"),
-    Opt("refresh_every", int, 0, "re-simulate the pool every N steps (0: once for ve, every 20 steps for kl)"),
+    Opt("refresh_every", int, 0, "re-simulate the pool every N steps (0: once for ve at --lam 1, else every 20)"),
     Opt("sim_batch", int, 512, "batch size of the simulation"),
     Opt("gp", float, 0.0, "zero-centred gradient penalty weight on noised real data"),
     Opt("beta1", float, 0.5, "Adam beta1"),
