@@ -4,7 +4,7 @@
 joins them into a process group (NCCL on GPUs, gloo on CPU hosts, where ``PartialState(cpu=True)`` is used). gpm adds:
 
 - **Fixed global batches.** The work is cut into the batches a 1-process run would make (``-b`` samples or images,
-  in index order); batch ``j`` goes to rank ``j % N``. Each sample draws its noise from its own generator
+  in index order); batch ``j`` goes to rank ``j % N``. Each sample draws its noise from its own stream
   (:mod:`gpmcli.noise`), so every file is what a 1-process run writes, whatever N.
 - **One failure stops everyone.** Each round of batches ends with a collective "did anyone fail" check
   (:meth:`Dist.collective`): if one rank raised, every rank raises, rank 0 prints one line naming the failing rank,

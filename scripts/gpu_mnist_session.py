@@ -217,7 +217,7 @@ def stage_table(a) -> None:
 
 
 def stage_noise(a) -> None:
-    """Per-sample noise (one generator per sample: gpm's determinism) against one network evaluation."""
+    """Per-sample noise against one network evaluation, for both engines (one generator per sample; Philox)."""
     code = r'''
 import json, sys, time, torch
 sys.path.insert(0, ".")
@@ -226,24 +226,30 @@ from gpmcli.registry import load_bundle
 from gpmcli.samplers.scorekit import denoiser_from_component
 dev = sys.argv[1]; out = {}
 den = denoiser_from_component(load_bundle("mnist-edm", device=dev)["score"])
+sync = (lambda: torch.cuda.synchronize()) if dev.startswith("cuda") else (lambda: None)
 for b in (256, 2000):
-    noise = BatchNoise(0, range(b), dev)
     x = torch.randn(b, 1, 32, 32, device=dev)
-    for _ in range(3):
-        noise.randn(1, 32, 32); den.denoise(x, 1.0)
-    torch.cuda.synchronize() if dev.startswith("cuda") else None
-    t = time.perf_counter()
-    for _ in range(20):
-        noise.randn(1, 32, 32)
-    torch.cuda.synchronize() if dev.startswith("cuda") else None
-    tn = (time.perf_counter() - t) / 20
-    t = time.perf_counter()
     with torch.no_grad():
+        for _ in range(3):
+            den.denoise(x, 1.0)
+        sync()
+        t = time.perf_counter()
         for _ in range(20):
             den.denoise(x, 1.0)
-    torch.cuda.synchronize() if dev.startswith("cuda") else None
+        sync()
     tf = (time.perf_counter() - t) / 20
-    out[str(b)] = {"noise_ms": round(tn * 1e3, 3), "score_ms": round(tf * 1e3, 3), "ratio": round(tn / tf, 3)}
+    out[str(b)] = {"score_ms": round(tf * 1e3, 3)}
+    for engine in ("generator", "philox"):
+        noise = BatchNoise(0, range(b), dev, engine=engine)
+        for _ in range(3):
+            noise.randn(1, 32, 32)
+        sync()
+        t = time.perf_counter()
+        for _ in range(20):
+            noise.randn(1, 32, 32)
+        sync()
+        tn = (time.perf_counter() - t) / 20
+        out[str(b)][engine] = {"noise_ms": round(tn * 1e3, 3), "ratio_to_score": round(tn / tf, 3)}
 print(json.dumps(out))
 '''
     try:

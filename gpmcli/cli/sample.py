@@ -54,7 +54,7 @@ def sample(
     generator: Optional[str] = typer.Option(None, "--generator", help="Replace the bundle's generator."),
     n: int = typer.Option(64, "-n", "--num-samples", help="Number of samples."),
     batch_size: int = typer.Option(64, "-b", "--batch-size", help="Samples per batch (does not change the samples)."),
-    seed: int = typer.Option(0, "--seed", help="Global seed; sample i uses its own generator seeded from (seed, i)."),
+    seed: int = typer.Option(0, "--seed", help="Global seed; sample i draws from its own stream seeded from (seed, i)."),
     module: Optional[List[str]] = typer.Option(None, "--module", help="[ROLE=]FILE.py:Class for a network gpm has not converted (repeat per role).", rich_help_panel="Bring your own network"),
     weights: Optional[List[str]] = typer.Option(None, "--weights", help="[ROLE=]PATH: weights for --module.", rich_help_panel="Bring your own network"),
     kwargs: Optional[List[str]] = typer.Option(None, "--kwargs", help="[ROLE=]JSON: constructor kwargs for --module.", rich_help_panel="Bring your own network"),

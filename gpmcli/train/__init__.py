@@ -103,7 +103,7 @@ def register_role(spec: RoleSpec) -> RoleSpec:
 
 
 def _import_all() -> None:
-    import_all(__name__, __path__, skip=("common", "context"))
+    import_all(__name__, __path__, skip=("common", "context", "sigma_bands"))
 
 
 def role_key(role: str, target: str | None) -> str:

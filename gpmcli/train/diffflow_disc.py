@@ -35,9 +35,7 @@ from gpmcli.samplers.diffflow import diffflow_kl_step, diffflow_ve_step
 from gpmcli.fields.schedules import edm_sigmas
 from gpmcli.train import Opt, RoleSpec, register_role
 from gpmcli.train.common import RoleTrainer
-
-#: sigma bands of the accuracy report (upper edges; the last band is open)
-BANDS = (0.05, 0.5, 5.0)
+from gpmcli.train.sigma_bands import accuracy_by_band, accuracy_table
 
 
 def build_disc_net(shape: tuple[int, ...], args: dict, sigma_data: float):
@@ -231,16 +229,7 @@ class DiffFlowDiscTrainer(RoleTrainer):
             with self.ctx.autocast():
                 hits[k, 0] = (net(real, sig).float().reshape(-1) > 0).float().mean()
                 hits[k, 1] = (net(fake, sig).float().reshape(-1) < 0).float().mean()
-        edges = [self.sigmas[-1]] + [e for e in BANDS if self.sigmas[-1] < e < self.sigmas[0]] + [self.sigmas[0]]
-        bands = []
-        for i in range(len(edges) - 1):
-            lo, hi, top = edges[i], edges[i + 1], i == len(edges) - 2
-            idx = [k for k, s in enumerate(self.sigmas) if lo <= s < hi or (top and s == hi)]
-            if idx:
-                h = hits[idx].mean(0)
-                bands.append({"sigma": [round(lo, 6), round(hi, 6)], "levels": len(idx), "real": round(float(h[0]), 4),
-                              "fake": round(float(h[1]), 4), "accuracy": round(float(h.mean()), 4)})
-        return {"accuracy_by_sigma": bands, "pairs_per_level": m, "fake": a["fake"],
+        return {"accuracy_by_sigma": accuracy_by_band(self.sigmas, hits), "pairs_per_level": m, "fake": a["fake"],
                 "note": "held-out: fresh trajectories of the score and fresh noise on data batches"}
 
     def exports(self):
@@ -271,13 +260,8 @@ class DiffFlowDiscTrainer(RoleTrainer):
                 f"{t['sigmas'][0]:.4g} to {t['sigmas'][-1]:.4g} (rho {t['rho']}); trained against "
                 f"{config['objective']['fake']} (score: `{config['objective']['score']}`). Sample with "
                 "`gpm sample --model diffflow --checkpoint BUNDLE --lambda L` (the grid comes from this config).")
-        ev = config.get("evaluation")
-        if ev:
-            text += ("\n\nHeld-out accuracy per noise band (measured when training finished, "
-                     f"{ev['pairs_per_level']} real and {ev['pairs_per_level']} fake particles per level; 0.5 is "
-                     "chance):\n\n| sigma band | levels | real (d > 0) | fake (d < 0) | accuracy |\n|---|---|---|---|---|\n")
-            text += "\n".join(f"| [{b['sigma'][0]:.3g}, {b['sigma'][1]:.3g}] | {b['levels']} | {b['real']:.3f} | "
-                               f"{b['fake']:.3f} | {b['accuracy']:.3f} |" for b in ev["accuracy_by_sigma"])
+        if config.get("evaluation"):
+            text += "\n\n" + accuracy_table(config["evaluation"])
         return text
 
 
