@@ -187,7 +187,9 @@ def test_peak_memory_does_not_grow_with_n(tmp_path):
     assert (big - small) / 1024 < data_mib / 3, (small, big)
 
 
-def test_ctrl_c_keeps_the_written_batches_and_says_how_to_continue(tmp_path):
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_keeps_the_written_batches_and_says_how_to_continue(tmp_path, sig, code):
+    """Ctrl-C, or a SIGTERM (a scheduler's time limit, ``kill``): one line saying what was kept, exit 130 / 143."""
     out = tmp_path / "huge"
     p = subprocess.Popen([sys.executable, "-m", "gpmcli", "-q", "sample", "--model", "edm", "-c", "toy:pentagon", "-n",
                           "100000000", "-b", "64", "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -195,13 +197,13 @@ def test_ctrl_c_keeps_the_written_batches_and_says_how_to_continue(tmp_path):
     try:
         _wait_for(lambda: len(list((out / ".gpm-parts").glob("b*.npz"))) >= 2, proc=p)  # -n 1e8 starts at once
         t = time.time()
-        p.send_signal(signal.SIGINT)
+        p.send_signal(sig)
         _, err = p.communicate(timeout=60)
         stopped = time.time() - t
     finally:
         if p.poll() is None:
             p.kill()
-    assert p.returncode == 130
+    assert p.returncode == code, err
     line = _one_line(err, r"^interrupted: \d+ of 100000000 samples are kept in .*; run the same command with --resume "
                           r"to continue$")
     kept = int(line.split()[1])

@@ -25,10 +25,33 @@ class _State:
 state = _State()
 
 
+#: set when a SIGTERM stopped the command (a scheduler's time limit, ``kill``): it then ends as a Ctrl-C does, one
+#: line and what was kept, with exit code 143 (128 + SIGTERM) instead of 130
+_terminated: list[int] = []
+
+
+def _on_sigterm(signum, frame):
+    _terminated.append(signum)
+    raise KeyboardInterrupt
+
+
 class GpmTyper(typer.Typer):
     """Typer app that turns gpm errors into one line and an exit code instead of a traceback."""
 
     def __call__(self, *args, **kwargs):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            self._run(*args, **kwargs)
+        except SystemExit as e:
+            if _terminated and e.code == 130:
+                raise SystemExit(143) from None
+            raise
+
+    def _run(self, *args, **kwargs):
         usage_error, click_error, abort = _click_exceptions()
         try:
             # not standalone: the command line's own errors (a bad -n, an unknown option) come back here as

@@ -15,21 +15,25 @@ from gpmcli.errors import UsageError
 
 @contextlib.contextmanager
 def deferred_sigint():
-    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block has ended, so a batch's files are all
-    written or not started (main thread only; elsewhere, and where SIGINT is ignored, nothing changes)."""
+    """Hold a Ctrl-C (SIGINT) or a SIGTERM that arrives inside the block until the block has ended, so a batch's
+    files are all written or not started (main thread only; elsewhere nothing changes)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     got: list[int] = []
-    old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in sigs}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
-        if got and callable(old):
-            old(signal.SIGINT, None)  # Python's default handler raises KeyboardInterrupt
-        elif got and old == signal.SIG_DFL:
-            signal.raise_signal(signal.SIGINT)
+        for s in sigs:
+            signal.signal(s, old[s])
+        if got:
+            first, prev = got[0], old[got[0]]
+            if callable(prev):
+                prev(first, None)  # Python's SIGINT handler (and gpm's SIGTERM one) raise KeyboardInterrupt
+            elif prev == signal.SIG_DFL:
+                signal.raise_signal(first)
 
 
 class OutputError(UsageError):
