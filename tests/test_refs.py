@@ -158,3 +158,24 @@ def test_reference_errors_are_typed_with_fields(forms):
         assert (e.value.reason, e.value.revision, e.value.exit_code) == (reason, rev, 3), ref
         assert e.value.repo_id == ref.removeprefix("hf:").split("@")[0]
     assert issubclass(BadReferenceError, UsageError) and issubclass(RoleMismatchError, UsageError)
+
+
+def test_a_mistyped_local_path_is_a_usage_error_with_the_nearest_names(tmp_path, monkeypatch):
+    """``runs/my-scor`` where ``runs/`` exists is a typo of a local path, not the Hub repository ``runs/my-scor``:
+    exit 2 with the nearest names; a path under a folder that does not exist is still read as a Hub reference, and
+    ``hf:`` forces the Hub."""
+    from gpmcli.errors import BadReferenceError
+    from gpmcli.refs import parse_ref
+    from gpmcli.refs.hub import HubRef
+
+    (tmp_path / "runs" / "my-score").mkdir(parents=True)
+    (tmp_path / "runs" / "other").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BadReferenceError) as e:
+        parse_ref("runs/my-scor")
+    msg = str(e.value)
+    assert e.value.exit_code == 2 and "did you mean runs/my-score?" in msg and "hf:runs/my-scor" in msg
+    with pytest.raises(BadReferenceError, match="the folder runs/my-score does, and has no sub"):
+        parse_ref("runs/my-score/sub")
+    assert isinstance(parse_ref("someorg/my-scor"), HubRef)
+    assert isinstance(parse_ref("hf:runs/my-scor"), HubRef)

@@ -78,6 +78,7 @@ def parse_ref(text: str, *, registry=None) -> Ref:
         from gpmcli.refs.local import PathRef
 
         return PathRef(text, text, base=registry.root)  # here, else under the registry folder (like its components)
+    _refuse_missing_local_path(text, registry.root)
     from gpmcli.errors import UsageError
     from gpmcli.refs.hub import HubRef
 
@@ -89,6 +90,25 @@ def parse_ref(text: str, *, registry=None) -> Ref:
     unknown = f" (unknown scheme {m.group(1)}:; known: {', '.join(s + ':' for s in SCHEMES)})" if m else ""
     raise BadReferenceError(f"checkpoint not found: {text} is not {FORMS}{unknown}; `gpm models list` shows the "
                             "bundles", ref=text, forms=FORMS)
+
+
+def _refuse_missing_local_path(text: str, root: Path) -> None:
+    """A path whose leading folder exists here (or under the registry folder) but which does not exist itself is a
+    mistyped local path, not a Hub repository: say so, with the nearest names in the deepest folder that exists."""
+    import difflib
+
+    parts = Path(text).parts
+    for base in (Path("."), root):
+        if len(parts) < 2 or not (base / parts[0]).is_dir():
+            continue
+        folder, i = base / parts[0], 1
+        while i < len(parts) - 1 and (folder / parts[i]).is_dir():
+            folder, i = folder / parts[i], i + 1
+        names = sorted(p.name for p in folder.iterdir())
+        near = difflib.get_close_matches(parts[i], names, n=3)
+        hint = f"; did you mean {', '.join(str(Path(*parts[:i], n)) for n in near)}?" if near else ""
+        raise BadReferenceError(f"checkpoint not found: {text} does not exist (the folder {folder} does, and has no "
+                                f"{parts[i]}){hint} (a Hub repository: hf:{text})", ref=text, forms=FORMS)
 
 
 def parse_component(text: str, *, base: Path | None = None, sha256: str | None = None,
