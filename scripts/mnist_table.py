@@ -13,9 +13,10 @@ calibration) and on its calibrated bundle (``mnist-mlp-gan-ddls``, ``mnist-wgang
 registered are skipped with a note. Every row uses the bundle's registry defaults (``params.KIND``), as
 ``gpm sample`` does, and seed 0.
 
-Protocol per row: N samples (``--n``, seed 0, batch ``-b``), clamped to the data range, mapped to [0, 1], resized to
-32x32 when 28x28, classified by the csinva LeNet-5 (``mnist-lenet``): class histogram, classes present, mean
-max-probability; FD-LeNet of the same samples to the 10,000 MNIST test digits exactly as ``gpm fid SAMPLES.npz REF
+Protocol per row: N samples (``--n``, seed 0, batch ``-b``), clamped to the data range, mapped to [0, 1], 32x32 ones
+cropped to their 28x28 frame (gpm's MNIST is the 28x28 digits padded by 2; ``--no-crop`` keeps them whole, the
+protocol before 2026-12-04), resized to 32x32, classified by the csinva LeNet-5 (``mnist-lenet``): class histogram, classes present, mean
+max-probability; FD-LeNet of the same (cropped) samples to the 10,000 MNIST test digits exactly as ``gpm fid SAMPLES.npz REF
 --features lenet`` measures it (scripts/eval_mnist_lenet.py ``fd_lenet_of``); NFE per sample as the sampler reports it
 (network evaluations; for DDLS and DiffFlow the chain's steps); wall time of the sampling alone, on this machine, with
 ``--threads`` torch threads. FD-LeNet carries a positive small-N bias: compare rows at equal N only, and quote the
@@ -62,8 +63,10 @@ def rows() -> list[tuple[str, str, str, dict]]:
 
 
 def lenet_probs(lenet, x: torch.Tensor, data_range, batch: int) -> torch.Tensor:
+    import eval_mnist_lenet
+
     lo, hi = data_range or (-1.0, 1.0)
-    x = ((x.reshape(x.shape[0], 1, *x.shape[-2:]) - lo) / (hi - lo)).clamp(0, 1)
+    x = eval_mnist_lenet.lenet_frame((x.reshape(x.shape[0], 1, *x.shape[-2:]) - lo) / (hi - lo)).clamp(0, 1)
     if x.shape[-1] != 32:
         x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
     with torch.no_grad():
@@ -178,6 +181,11 @@ def merge(a) -> int:
                 by_label[r["label"]] = r
     order = [label for label, *_ in rows()]
     results = [by_label[lab] for lab in order if lab in by_label]
+    frames = {r.get("frame", "as sampled") for r in results if "fd_lenet" in r}
+    if len(frames) > 1:
+        print(f"error: the files mix LeNet frames {sorted(frames)} (--no-crop and cropped rows); merge rows of one",
+              file=sys.stderr)
+        return 2
     ns = {r["n"] for r in results if "n" in r}
     if len(ns) > 1:
         print(f"error: the files mix sample counts {sorted(ns)}; merge rows of one N", file=sys.stderr)
@@ -200,6 +208,8 @@ def main(argv=None) -> int:
     ap.add_argument("-b", "--batch-size", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-crop", action="store_true", help="feed 32x32 samples to the LeNet uncropped (the protocol "
+                    "before 2026-12-04; scripts/eval_mnist_lenet.py CROP says why it is biased)")
     ap.add_argument("--device", default="cpu", help="where the samplers run (cpu, cuda, cuda:N); LeNet and the "
                     "Fréchet distance stay on the CPU")
     ap.add_argument("--only", nargs="*", default=None, help="keep rows whose label has one of these words (e.g. gan, lambda=0.5, mnist-edm)")
@@ -214,6 +224,9 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.merge:
         return merge(a)
+    import eval_mnist_lenet
+
+    eval_mnist_lenet.CROP = not a.no_crop
     if a.n < 1 or a.batch_size < 1:
         ap.error("--n and --batch-size must be >= 1")
     torch.set_num_threads(a.threads)

@@ -43,3 +43,24 @@ def test_merge_orders_rows_later_files_win_and_mixed_n_is_refused(tmp_path, caps
 
 if __name__ == "__main__":
     pytest.main([__file__])
+
+
+def test_lenet_frame_undoes_gpms_mnist_padding_and_merge_refuses_mixed_frames(tmp_path):
+    """gpm's MNIST is the 28x28 digits padded by 2 (mnist_to_gpm); the LeNet protocol crops 32x32 samples back to
+    exactly those digits (28x28 ones pass unchanged), and a table never mixes cropped and uncropped rows."""
+    import numpy as np
+    import torch
+
+    import eval_mnist_lenet
+    from gpmcli.data import mnist_to_gpm
+
+    digits = np.random.default_rng(0).integers(0, 256, size=(5, 1, 28, 28), dtype=np.uint8)
+    padded = mnist_to_gpm(digits)
+    assert padded.shape == (5, 1, 32, 32)
+    back = eval_mnist_lenet.lenet_frame(padded, crop=True)
+    torch.testing.assert_close(back, torch.from_numpy(digits).float() / 127.5 - 1.0)
+    assert eval_mnist_lenet.lenet_frame(padded, crop=False) is padded
+    assert eval_mnist_lenet.lenet_frame(back, crop=True) is back
+    rows = [_row("edm mnist-edm", "edm", 16.0, frame="32px cropped to 28"), _row("gan mnist-gan", "gan", 70.0)]
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    assert mnist_table.main(["--merge", str(tmp_path / "a.json")]) == 2
