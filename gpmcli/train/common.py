@@ -255,9 +255,10 @@ class Loop:
 
 def _run_text(r: dict[str, Any]) -> str:
     a, b = r["steps"]
-    where = f"{r['device']} ({r.get('device_name')}), batch {r.get('batch_size')}, lr {r.get('lr')}, " \
-            f"{r.get('precision')}" if "device" in r else r.get("note", "")
-    return f"steps {a:,}-{b:,} {r['wall_seconds']:.0f} s on {where}"
+    if "device" not in r:  # a record written for runs made before gpm recorded each run
+        return f"steps {a:,}-{b:,} {r['wall_seconds']:.0f} s ({r.get('note', 'earlier runs')})"
+    return (f"steps {a:,}-{b:,} {r['wall_seconds']:.0f} s on {r['device']} ({r.get('device_name')}), batch "
+            f"{r.get('batch_size')}, lr {r.get('lr')}, {r.get('precision')}")
 
 
 def options_dict(opts: TrainOptions) -> dict[str, Any]:
