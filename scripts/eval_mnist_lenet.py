@@ -81,6 +81,7 @@ def fd_lenet_of(x: torch.Tensor, data_range, ref) -> dict:
     from gpmcli.metrics.api import fid
     from gpmcli.metrics.sources import TensorSource, _to_uint8_nchw
 
+    hw = tuple(x.shape[-2:])
     x = lenet_frame(x.reshape(x.shape[0], -1, *x.shape[-2:]))
     u8 = _to_uint8_nchw(x.cpu().numpy(), tuple(data_range), "samples")
     r = fid(TensorSource(torch.from_numpy(u8)), str(ref), features="lenet")
@@ -90,7 +91,15 @@ def fd_lenet_of(x: torch.Tensor, data_range, ref) -> dict:
     except ValueError:
         pass
     return {"fd_lenet": round(float(r.get("fd_lenet", r.get("fid"))), 3), "fd_ref": shown, "fd_n_ref": r["n_ref"],
-            "frame": "32px cropped to 28" if CROP else "as sampled"}
+            "frame": frame_label(hw)}
+
+
+def frame_label(hw: tuple[int, int], crop: bool | None = None) -> str:
+    """How samples of height x width ``hw`` reach the LeNet: 32x32 ones cropped to 28 or whole ("as sampled"),
+    any other size as it is (28x28 samples are in the reference's frame already)."""
+    if tuple(hw) == (32, 32):
+        return "32px cropped to 28" if (CROP if crop is None else crop) else "as sampled"
+    return f"{hw[0]}x{hw[1]} native"
 
 
 def main(argv=None) -> int:

@@ -96,7 +96,7 @@ def measure(label, kind, bundle_name, params, args, lenet) -> dict:
            "resolved": {k: v for k, v in sampler.resolved.items() if isinstance(v, (int, float, str, bool))},
            "nfe": nfe, "wall_seconds": round(wall, 2), "threads": torch.get_num_threads(), "device": device_label(args.device),
            "mean_max_prob": round(float(conf.mean()), 4), "classes_present": sum(h > 0 for h in hist),
-           "class_histogram": hist, "fraction_outside_range": round(outside, 4)}
+           "class_histogram": hist, "fraction_outside_range": round(outside, 4), "sample_shape": list(x.shape[1:])}
     if args.fd_ref:
         out.update(fd_lenet_of(x, (lo, hi), args.fd_ref))
     return out
@@ -173,6 +173,33 @@ def chart(results: list[dict], path: Path) -> None:
     line_chart([pan1, pan2], path)
 
 
+def frame_of(row: dict) -> str:
+    """The LeNet frame of a row's FD-LeNet (``eval_mnist_lenet.frame_label``). 28x28 samples have one frame, so their
+    rows join a table of either protocol; rows written before frames were recorded are 32x32 ones fed whole ("as
+    sampled") unless their bundle's config says 28x28."""
+    shape = row.get("sample_shape") or _bundle_shape(row.get("bundle", ""))
+    if shape and tuple(shape[-2:]) != (32, 32):
+        return f"{shape[-2]}x{shape[-1]} native"
+    return row.get("frame") or "as sampled"
+
+
+def _bundle_shape(name: str) -> list[int] | None:
+    """``data.shape`` from the config of a registered bundle's first component (no weights are loaded)."""
+    from gpmcli.registry import checkpoints_dir
+
+    try:
+        spec = Registry.load().bundles[name]
+    except Exception:
+        return None
+    for comp in spec.components.values():
+        cfg = checkpoints_dir() / comp.ref / "config.json"
+        if cfg.is_file():
+            shape = (json.loads(cfg.read_text()).get("data") or {}).get("shape")
+            if shape:
+                return list(shape)
+    return None
+
+
 def merge(a) -> int:
     by_label: dict[str, dict] = {}
     for f in a.merge:
@@ -181,10 +208,10 @@ def merge(a) -> int:
                 by_label[r["label"]] = r
     order = [label for label, *_ in rows()]
     results = [by_label[lab] for lab in order if lab in by_label]
-    frames = {r.get("frame", "as sampled") for r in results if "fd_lenet" in r}
+    frames = {frame_of(r) for r in results if "fd_lenet" in r} - {"28x28 native"}
     if len(frames) > 1:
-        print(f"error: the files mix LeNet frames {sorted(frames)} (--no-crop and cropped rows); merge rows of one",
-              file=sys.stderr)
+        print(f"error: the files mix LeNet frames {sorted(frames)} (--no-crop and cropped rows of 32x32 bundles); "
+              "merge rows of one", file=sys.stderr)
         return 2
     ns = {r["n"] for r in results if "n" in r}
     if len(ns) > 1:

@@ -64,3 +64,20 @@ def test_lenet_frame_undoes_gpms_mnist_padding_and_merge_refuses_mixed_frames(tm
     rows = [_row("edm mnist-edm", "edm", 16.0, frame="32px cropped to 28"), _row("gan mnist-gan", "gan", 70.0)]
     (tmp_path / "a.json").write_text(json.dumps(rows))
     assert mnist_table.main(["--merge", str(tmp_path / "a.json")]) == 2
+
+
+def test_rows_of_28px_bundles_join_a_table_of_either_frame(tmp_path):
+    """Only 32x32 samples have two LeNet frames: a 28x28 pair's row (here one written before frames were recorded,
+    whose shape comes from the bundle's config) merges with cropped and with whole-frame rows alike."""
+    import eval_mnist_lenet
+
+    assert eval_mnist_lenet.frame_label((28, 28), crop=True) == eval_mnist_lenet.frame_label((28, 28), crop=False)
+    assert mnist_table.frame_of(_row("gan mnist-mlp-gan", "gan", 120.0)) == "28x28 native"
+    assert mnist_table.frame_of(_row("gan mnist-gan", "gan", 70.0)) == "as sampled"  # 32x32, written before crops
+    for edm_frame in ("32px cropped to 28", "as sampled"):
+        rows = [_row("edm mnist-edm", "edm", 16.0, frame=edm_frame),
+                _row("gan mnist-mlp-gan", "gan", 120.0, frame="32px cropped to 28", sample_shape=[1, 28, 28]),
+                _row("gan mnist-wgangp", "gan", 100.0)]
+        (tmp_path / "a.json").write_text(json.dumps(rows))
+        assert mnist_table.main(["--merge", str(tmp_path / "a.json"), "--json", str(tmp_path / "b.json")]) == 0
+        assert len(json.loads((tmp_path / "b.json").read_text())) == 3
