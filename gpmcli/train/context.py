@@ -130,6 +130,7 @@ class EMA:
     def __init__(self, module: nn.Module, decay: float):
         self.decay = float(decay)
         self.shadow = copy.deepcopy(module).eval().requires_grad_(False)
+        self._params = list(self.shadow.parameters())
 
     def decay_at(self, step: int) -> float:
         """The decay used after step ``step`` (0-based): ``min(decay, (1 + step) / (10 + step))``, so the average
@@ -139,7 +140,8 @@ class EMA:
     @torch.no_grad()
     def update(self, module: nn.Module, step: int) -> None:
         d = self.decay_at(step)
-        for s, p in zip(self.shadow.parameters(), module.parameters()):
-            s.lerp_(p.detach(), 1.0 - d)
+        # one fused update of every parameter (a kernel per parameter tensor costs more than the arithmetic on an
+        # accelerator); the shadow is float32 like the module, so the foreach path applies
+        torch._foreach_lerp_(self._params, [p.detach() for p in module.parameters()], 1.0 - d)
         for s, b in zip(self.shadow.buffers(), module.buffers()):
             s.copy_(b)
