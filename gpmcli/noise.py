@@ -87,8 +87,10 @@ class BatchNoise:
             seeds = [sample_seed(self.seed, i) for i in self.indices]
             self._keys = torch.tensor([[s & _M32, s >> 32] for s in seeds], dtype=torch.int64,
                                       device=gen_device).reshape(-1, 2)
-            self._draws = [0] * len(self.indices)  # per row: draws made so far (the counter's second word)
-            self._rows = list(range(len(self.indices)))
+            # per row: draws made so far (the counter's second word), kept on the device so a draw never copies
+            # counters from the host; ``_rows`` (None: all rows) selects the rows of a subset view
+            self._draws = torch.zeros(len(self.indices), dtype=torch.int64, device=gen_device)
+            self._rows = None
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -98,24 +100,26 @@ class BatchNoise:
         blocks = (n + 3) // 4
         dev = self._gen_device
         rows = self._rows
-        draw = torch.tensor([self._draws[r] for r in rows], dtype=torch.int64, device=dev).reshape(-1, 1)
-        keys = self._keys if rows == list(range(len(self._keys))) else \
-            self._keys[torch.tensor(rows, dtype=torch.int64, device=dev)]
+        if rows is None:
+            draw, keys = self._draws.clone(), self._keys
+            self._draws += 1
+        else:
+            draw, keys = self._draws[rows], self._keys[rows]
+            self._draws[rows] += 1  # the rows of a view are distinct
+        draw = draw.reshape(-1, 1)
         block = torch.arange(blocks, dtype=torch.int64, device=dev).reshape(1, -1)
         zero = torch.zeros((), dtype=torch.int64, device=dev)
         out = philox4x32((block, draw, zero, zero), (keys[:, :1], keys[:, 1:]))
-        for r in rows:
-            self._draws[r] += 1
         shape = torch.broadcast_shapes(block.shape, draw.shape)
-        return torch.stack([o.expand(shape) for o in out], dim=-1).reshape(len(rows), 4 * blocks)
+        return torch.stack([o.expand(shape) for o in out], dim=-1).reshape(len(draw), 4 * blocks)
 
     def _philox_normal(self, shape: tuple[int, ...]) -> torch.Tensor:
         n = math.prod(shape)
-        u = _uniform24(self._words(n)).reshape(len(self._rows), -1, 2)
+        u = _uniform24(self._words(n)).reshape(len(self), -1, 2)
         r = torch.sqrt(-2.0 * torch.log(u[..., 0]))
         theta = (2.0 * math.pi) * u[..., 1]
         z = torch.stack((r * torch.cos(theta), r * torch.sin(theta)), dim=-1)
-        return z.reshape(len(self._rows), -1)[:, :n].reshape(len(self._rows), *shape)
+        return z.reshape(len(self), -1)[:, :n].reshape(len(self), *shape)
 
     def randn(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         if len(shape) == 1 and isinstance(shape[0], (tuple, list, torch.Size)):
@@ -132,7 +136,7 @@ class BatchNoise:
             shape = tuple(shape[0])
         if self.engine == "philox":
             n = math.prod(shape)
-            u = _uniform24(self._words(n))[:, :n].reshape(len(self._rows), *shape)
+            u = _uniform24(self._words(n))[:, :n].reshape(len(self), *shape)
             return u.to(device=self.device, dtype=dtype)
         out = torch.empty((len(self.indices), *shape), device=self._gen_device, dtype=torch.float32)
         for r, g in enumerate(self._generators):
@@ -147,5 +151,6 @@ class BatchNoise:
         view._generators = [self._generators[r] for r in rows] if self.engine == "generator" else []
         if self.engine == "philox":
             view._keys, view._draws = self._keys, self._draws
-            view._rows = [self._rows[r] for r in rows]
+            mine = torch.arange(len(self._keys), device=self._gen_device) if self._rows is None else self._rows
+            view._rows = mine[torch.tensor(list(rows), dtype=torch.int64, device=self._gen_device)]
         return view
