@@ -57,6 +57,8 @@ class Loop:
         self.out = Path(out_dir)
         self.progress = progress
         self.device = _device(opts.device)
+        if self.device.type == "cuda":  # one batch shape for the whole run: let cuDNN pick its fastest convolutions
+            torch.backends.cudnn.benchmark = True
         torch.manual_seed(opts.seed)  # network initialisation
         self.ctx = TrainContext(opts, data, self.device)
         self.trainer = trainer_cls(self.ctx, args)
