@@ -50,7 +50,8 @@ def lenet_frame(x: torch.Tensor, crop: bool | None = None) -> torch.Tensor:
 
 
 def evaluate(model: str, checkpoint: str | None, n: int = 1000, params: dict | None = None, seed: int = 0,
-             batch: int = 250, fd_ref=None, overrides: dict[str, str] | None = None, device: str = "cpu") -> dict:
+             batch: int = 250, fd_ref=None, overrides: dict[str, str] | None = None, device: str = "cpu",
+             crop: bool | None = None) -> dict:
     lenet = load_bundle("mnist-lenet", registry=Registry.load())["classifier"].module.eval()
     bundle = resolve_bundle(model, checkpoint, overrides, device=device)
     sampler = get_kind(model).build(bundle, with_bundle_defaults(bundle, model, params))  # as gpm sample does
@@ -58,7 +59,7 @@ def evaluate(model: str, checkpoint: str | None, n: int = 1000, params: dict | N
                    for i in range(0, n, batch)])
     raw = x
     lo, hi = sampler.data_range or (-1.0, 1.0)
-    x = lenet_frame((x.reshape(n, 1, *x.shape[-2:]) - lo) / (hi - lo)).clamp(0, 1)
+    x = lenet_frame((x.reshape(n, 1, *x.shape[-2:]) - lo) / (hi - lo), crop).clamp(0, 1)
     if x.shape[-1] != 32:
         x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
     with torch.no_grad():
@@ -71,18 +72,19 @@ def evaluate(model: str, checkpoint: str | None, n: int = 1000, params: dict | N
            "classes_present": present, "class_histogram": hist, "mean_max_prob": round(float(mp.mean()), 4),
            "pass": present == 10 and float(mp.mean()) >= 0.8}
     if fd_ref is not None:
-        res.update(fd_lenet_of(raw, (lo, hi), fd_ref))
+        res.update(fd_lenet_of(raw, (lo, hi), fd_ref, crop))
     return res
 
 
-def fd_lenet_of(x: torch.Tensor, data_range, ref) -> dict:
+def fd_lenet_of(x: torch.Tensor, data_range, ref, crop: bool | None = None) -> dict:
     """FD-LeNet of samples ``x`` (data range ``data_range``) to ``ref`` (MNIST idx file, folder or stats), exactly as
-    ``gpm fid SAMPLES.npz REF --features lenet`` measures it (same uint8 quantisation and pipeline)."""
+    ``gpm fid SAMPLES.npz REF --features lenet`` measures it (same uint8 quantisation and pipeline); ``crop``:
+    :func:`lenet_frame`'s (default :data:`CROP`)."""
     from gpmcli.metrics.api import fid
     from gpmcli.metrics.sources import TensorSource, _to_uint8_nchw
 
     hw = tuple(x.shape[-2:])
-    x = lenet_frame(x.reshape(x.shape[0], -1, *x.shape[-2:]))
+    x = lenet_frame(x.reshape(x.shape[0], -1, *x.shape[-2:]), crop)
     u8 = _to_uint8_nchw(x.cpu().numpy(), tuple(data_range), "samples")
     r = fid(TensorSource(torch.from_numpy(u8)), str(ref), features="lenet")
     shown = str(ref)
@@ -91,7 +93,7 @@ def fd_lenet_of(x: torch.Tensor, data_range, ref) -> dict:
     except ValueError:
         pass
     return {"fd_lenet": round(float(r.get("fd_lenet", r.get("fid"))), 3), "fd_ref": shown, "fd_n_ref": r["n_ref"],
-            "frame": frame_label(hw)}
+            "frame": frame_label(hw, crop)}
 
 
 def frame_label(hw: tuple[int, int], crop: bool | None = None) -> str:
@@ -120,14 +122,12 @@ def main(argv=None) -> int:
     ap.add_argument("--no-crop", action="store_true", help="feed 32x32 samples to the LeNet as they are (the "
                     "protocol before 2026-12-04, biased by the 2-pixel padding; see CROP)")
     a = ap.parse_args(argv)
-    global CROP
-    CROP = not a.no_crop
     params = parse_params(a.param)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     fd_ref = None if a.fd_ref in (None, "none") else a.fd_ref
     overrides = {k: v for k, v in (("score", a.score), ("discriminator", a.discriminator)) if v}
     res = evaluate(a.model, a.checkpoint, a.n, params, a.seed, batch=a.batch_size, fd_ref=fd_ref,
-                   overrides=overrides or None, device=a.device)
+                   overrides=overrides or None, device=a.device, crop=not a.no_crop)
     if a.json:
         print(json.dumps(res))
     else:

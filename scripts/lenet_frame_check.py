@@ -44,10 +44,9 @@ def main(argv=None) -> int:
     sampler = get_kind("edm").build(b, with_bundle_defaults(b, "edm", {}))
     x = torch.cat([sampler(BatchNoise(0, range(i, min(a.n, i + 250)))).x for i in range(0, a.n, 250)]).clamp(-1, 1)
     for crop in (False, True):
-        E.CROP = crop
         key = "cropped" if crop else "whole"
-        out[f"train_10000_{key}"] = E.fd_lenet_of(train, (-1, 1), ref)["fd_lenet"]
-        out[f"mnist_edm_{a.n}_{key}"] = E.fd_lenet_of(x, (-1, 1), ref)["fd_lenet"]
+        out[f"train_10000_{key}"] = E.fd_lenet_of(train, (-1, 1), ref, crop)["fd_lenet"]
+        out[f"mnist_edm_{a.n}_{key}"] = E.fd_lenet_of(x, (-1, 1), ref, crop)["fd_lenet"]
     print(json.dumps(out))
     return 0
 

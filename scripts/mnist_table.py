@@ -62,11 +62,11 @@ def rows() -> list[tuple[str, str, str, dict]]:
     return out
 
 
-def lenet_probs(lenet, x: torch.Tensor, data_range, batch: int) -> torch.Tensor:
+def lenet_probs(lenet, x: torch.Tensor, data_range, batch: int, crop: bool = True) -> torch.Tensor:
     import eval_mnist_lenet
 
     lo, hi = data_range or (-1.0, 1.0)
-    x = eval_mnist_lenet.lenet_frame((x.reshape(x.shape[0], 1, *x.shape[-2:]) - lo) / (hi - lo)).clamp(0, 1)
+    x = eval_mnist_lenet.lenet_frame((x.reshape(x.shape[0], 1, *x.shape[-2:]) - lo) / (hi - lo), crop).clamp(0, 1)
     if x.shape[-1] != 32:
         x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
     with torch.no_grad():
@@ -89,7 +89,7 @@ def measure(label, kind, bundle_name, params, args, lenet) -> dict:
     lo, hi = sampler.data_range or (-1.0, 1.0)
     outside = float(((x < lo) | (x > hi)).float().mean())
     x = x.clamp(lo, hi)
-    p = lenet_probs(lenet, x, (lo, hi), args.batch_size)
+    p = lenet_probs(lenet, x, (lo, hi), args.batch_size, not args.no_crop)
     conf, cls = p.max(1)
     hist = torch.bincount(cls, minlength=10).tolist()
     out = {"label": label, "kind": kind, "bundle": bundle_name, "params": params, "n": args.n, "seed": args.seed,
@@ -98,7 +98,7 @@ def measure(label, kind, bundle_name, params, args, lenet) -> dict:
            "mean_max_prob": round(float(conf.mean()), 4), "classes_present": sum(h > 0 for h in hist),
            "class_histogram": hist, "fraction_outside_range": round(outside, 4), "sample_shape": list(x.shape[1:])}
     if args.fd_ref:
-        out.update(fd_lenet_of(x, (lo, hi), args.fd_ref))
+        out.update(fd_lenet_of(x, (lo, hi), args.fd_ref, not args.no_crop))
     return out
 
 
@@ -251,9 +251,6 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     if a.merge:
         return merge(a)
-    import eval_mnist_lenet
-
-    eval_mnist_lenet.CROP = not a.no_crop
     if a.n < 1 or a.batch_size < 1:
         ap.error("--n and --batch-size must be >= 1")
     torch.set_num_threads(a.threads)
