@@ -140,8 +140,8 @@ class EMA:
     @torch.no_grad()
     def update(self, module: nn.Module, step: int) -> None:
         d = self.decay_at(step)
-        # one fused update of every parameter (a kernel per parameter tensor costs more than the arithmetic on an
-        # accelerator); the shadow is float32 like the module, so the foreach path applies
+        # one fused update of every parameter (on an accelerator a kernel per parameter tensor costs more than the
+        # arithmetic)
         torch._foreach_lerp_(self._params, [p.detach() for p in module.parameters()], 1.0 - d)
         for s, b in zip(self.shadow.buffers(), module.buffers()):
             s.copy_(b)
