@@ -221,3 +221,52 @@ def test_compile_pads_the_last_batch_instead_of_recompiling(cli, pentagon_ckpt, 
     from gpmcli.precision import net_chunk
 
     assert run["compile"] is True and run["fixed_batch"] == net_chunk("cpu")  # the graph sees fixed chunks
+
+
+# ---- memory layout: conv networks run in channels_last; the layout changes float rounding only ----
+
+@pytest.fixture(scope="module")
+def rgb_folder(tmp_path_factory):
+    d = tmp_path_factory.mktemp("rgb")
+    for i in range(8):
+        img = np.random.default_rng(i).integers(0, 255, (8, 8, 3), dtype=np.uint8)
+        Image.fromarray(img).save(d / f"{i}.png")
+    return d
+
+
+def _unet_args(data, out, *extra):
+    return ["-q", "train", "score", "--data", data, "--ch", "8", "--mults", "1,2", "--steps", "3", "-b", "4",
+            "--lr", "1e-3", "--device", "cpu", "-o", out, *extra]
+
+
+def test_channels_last_matches_the_contiguous_layout(cli, rgb_folder, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("GPM_CHANNELS_LAST", "0")
+    assert cli(*_unet_args(rgb_folder, tmp_path / "nchw"))[0] == 0
+    monkeypatch.setenv("GPM_CHANNELS_LAST", "1")
+    code, _, err = cli(*_unet_args(rgb_folder, tmp_path / "cl"))
+    assert code == 0, err
+    w0, w1 = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("nchw", "cl"))
+    assert w0.keys() == w1.keys()
+    for k in w0:  # three Adam steps of lr 1e-3 (up to 3e-3 each) in either layout: the same weights up to rounding
+        assert w1[k].is_contiguous() and torch.allclose(w0[k], w1[k], rtol=1e-4, atol=1e-4), k
+
+    runs = {}
+    for cl, b in (("0", 5), ("1", 5), ("1", 2)):
+        monkeypatch.setenv("GPM_CHANNELS_LAST", cl)
+        out = tmp_path / f"s{cl}{b}"
+        code, _, err = cli("-q", "sample", "--model", "edm", "-c", tmp_path / "cl", "--steps", 3, "-n", 5, "-b", b,
+                           "--seed", 3, "--format", "npz", "-o", out)
+        assert code == 0, err
+        runs[cl, b] = (np.load(out / "samples.npz")["samples"], json.loads((out / "run.json").read_text()))
+    assert runs["1", 5][1]["channels_last"] is True and runs["0", 5][1]["channels_last"] is False
+    assert np.abs(runs["1", 5][0] - runs["0", 5][0]).max() <= 1e-4
+    assert np.array_equal(runs["1", 5][0], runs["1", 2][0])  # still independent of --batch-size
+
+
+def test_bad_channels_last_setting_is_one_line(cli, pentagon_ckpt, tmp_path, monkeypatch):
+    monkeypatch.setenv("GPM_CHANNELS_LAST", "yes")
+    code, _, err = cli("sample", "--model", "edm", "-c", pentagon_ckpt, "-n", 4, "-o", tmp_path / "o")
+    assert code == 2 and "GPM_CHANNELS_LAST='yes'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o" / "run.json").exists()

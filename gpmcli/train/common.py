@@ -15,6 +15,7 @@ from torch import nn
 from gpmcli.data import Dataset
 from gpmcli.device import device_name, resolve_device
 from gpmcli.errors import UsageError
+from gpmcli.precision import use_channels_last
 from gpmcli.train.context import (  # noqa: F401  (the trainer API, imported from here by roles and tests)
     EMA, PRECISIONS, RoleTrainer, TrainContext, TrainOptions)
 
@@ -63,6 +64,14 @@ class Loop:
         self.ctx = TrainContext(opts, data, self.device)
         self.trainer = trainer_cls(self.ctx, args)
         self.trainer.setup()
+        if self.opts.precision == "fp32" or self.device.type == "cuda":
+            # conv networks train in channels_last (the layout the CPU and GPU kernels use natively; in place, so the
+            # optimisers keep their parameters). On CPU it speeds an fp32 step up (the MNIST UNet's 1.16x at batch
+            # 128 on 2 cores, benchmarks/layout.py) but not a bf16 one, which stays in NCHW. Checkpoints are saved
+            # contiguous.
+            for module in self.trainer.modules().values():
+                if use_channels_last(module):
+                    module.to(memory_format=torch.channels_last)
         self.emas = {}
         if opts.ema:
             for _, (mname, _cfg) in self.trainer.exports().items():
