@@ -182,6 +182,22 @@ def test_constant_features_do_not_warn():
         fd = frechet_distance(m1, s1, m2, s2, n1=300, n2=300)
     full = frechet_distance(m1[3:], s1[3:, 3:], m2[3:], s2[3:, 3:])
     assert fd == pytest.approx(full, rel=1e-10)
+    x[:, 3] = 0.0  # a unit dead in set 1 only, one dead in set 2 only, one nearly dead in both (LeNet on MNIST)
+    y[:, 6] = 0.0
+    x[:, 7] *= 1e-4
+    y[:, 7] *= 1e-4
+    m1, s1 = feature_moments(x)
+    m2, s2 = feature_moments(y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fd = frechet_distance(m1, s1, m2, s2, n1=300, n2=300)
+        assert fd == pytest.approx(frechet_distance(m2, s2, m1, s1, n1=300, n2=300), rel=1e-6)
+    from scipy.linalg import LinAlgWarning, sqrtm  # closed form on the same moments
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LinAlgWarning)  # S1 S2 is singular by construction
+        ref = np.sum((m1 - m2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(sqrtm(s1 @ s2).real)
+    assert fd == pytest.approx(ref, rel=1e-6)
     y[:, 5] = y[:, 4]  # a genuine deficiency in set 2 is still reported
     m2, s2 = feature_moments(y)
     with pytest.warns(MetricWarning, match="covariance 2 is rank-deficient"):

@@ -72,14 +72,14 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, *, n1: int | None = None, n2: int
     tr_covmean = float(np.sqrt(np.clip(lam, 0.0, None)).sum())
     if warn and not any(n is not None and n <= d for n in (n1, n2)):
         # Features that are constant in a set (dead ReLU units) make its covariance singular but add nothing to the
-        # distance; warn only about a deficiency they do not explain. M = A S2 A with A = sqrt(S1) has
-        # rank(M) <= min(rank S1, rank S2), so zeros of M beyond those of S1 reveal a deficient S2 without a third
-        # decomposition.
-        small1, small_m = _n_small(w1), _n_small(lam)
-        const1, const2 = int(np.sum(np.diag(s1) <= 0.0)), int(np.sum(np.diag(s2) <= 0.0))
-        bad = 1 if small1 > const1 else (2 if small_m > max(small1, const2) else 0)
+        # distance; warn only about a deficiency they do not explain, each covariance judged on its own eigenvalues
+        # (those of M = sqrt(S1) S2 sqrt(S1) are products of both sets' scales: a unit nearly dead in both, as LeNet
+        # has on MNIST, reads as a round-off zero there without being one in either set).
+        w2 = np.linalg.eigvalsh(0.5 * (s2 + s2.T))
+        small = (_n_small(w1) - int(np.sum(np.diag(s1) <= 0.0)), _n_small(w2) - int(np.sum(np.diag(s2) <= 0.0)))
+        bad = 1 if small[0] > 0 else (2 if small[1] > 0 else 0)
         if bad:
-            extra = small1 - const1 if bad == 1 else small_m - max(small1, const2)
+            extra = small[bad - 1]
             warnings.warn(f"covariance {bad} is rank-deficient ({extra} zero eigenvalues besides constant features); "
                           "the Fréchet distance may be unreliable", MetricWarning, stacklevel=2)
     diff = mu1 - mu2
