@@ -5,7 +5,8 @@ on every MNIST bundle, plus a PNG of FD-LeNet against DiffFlow's lambda (and aga
     python scripts/mnist_table.py --n 64 --only diffflow --json /tmp/t.json      # a quick check of the pipeline
     python scripts/mnist_table.py --merge gpu.json cpu.json --json all.json --md all.md --png docs/fd_lenet_lambda.png
 
-Rows (``--only`` keeps the rows whose label has one of the given words, e.g. ``gan`` or ``lambda=0.5``): ``edm``, ``pc``, ``ancestral``,
+Rows (``--only`` keeps the rows whose label has one of the given words, e.g. ``gan`` or ``lambda=0.5``, and runs them in
+the order of the words): ``edm``, ``pc``, ``ancestral``,
 ``ode``, ``langevin`` on ``mnist-edm``; ``diffflow`` at lambda in {0, 0.25, 0.5, 0.75, 1} on ``mnist-diffflow``;
 ``discr-flow`` on ``mnist-discr-flow``; ``score-gan`` on ``mnist-score-gan``; ``gan`` on ``mnist-gan``,
 ``mnist-mlp-gan`` and ``mnist-wgangp``; ``ddls`` on each pretrained pair with its own discriminator (before
@@ -60,6 +61,16 @@ def rows() -> list[tuple[str, str, str, dict]]:
         out.append((f"ddls {pair} (its own discriminator)", "ddls", pair, {}))
         out.append((f"ddls {pair}-ddls (calibrated)", "ddls", f"{pair}-ddls", {}))
     return out
+
+
+def selected(table: list[tuple], only: list[str] | None) -> list[tuple]:
+    """The rows whose label has one of the words ``only`` (all rows if None), in the order of the words: the rows of
+    the first word first (a run stopped by a time limit keeps the rows asked for first), the table's order within."""
+    if not only:
+        return list(table)
+    first = [min((i for i, w in enumerate(only) if w in row[0].split()), default=None) for row in table]
+    keep = [j for j in range(len(table)) if first[j] is not None]
+    return [table[j] for j in sorted(keep, key=lambda j: first[j])]  # sorted() is stable: table order within
 
 
 def lenet_probs(lenet, x: torch.Tensor, data_range, batch: int, crop: bool = True) -> torch.Tensor:
@@ -257,9 +268,7 @@ def main(argv=None) -> int:
     reg = Registry.load()
     lenet = load_bundle("mnist-lenet", registry=reg)["classifier"].module.eval()
     results = []
-    for label, kind, bname, params in rows():
-        if a.only and not any(w in label.split() for w in a.only):
-            continue
+    for label, kind, bname, params in selected(rows(), a.only):
         if bname not in reg.bundles:
             results.append({"label": label, "kind": kind, "bundle": bname, "skipped": "bundle not registered"})
             print(f"{label}: skipped (bundle not registered)", flush=True)

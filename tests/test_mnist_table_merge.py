@@ -81,3 +81,13 @@ def test_rows_of_28px_bundles_join_a_table_of_either_frame(tmp_path):
         (tmp_path / "a.json").write_text(json.dumps(rows))
         assert mnist_table.main(["--merge", str(tmp_path / "a.json"), "--json", str(tmp_path / "b.json")]) == 0
         assert len(json.loads((tmp_path / "b.json").read_text())) == 3
+
+
+def test_only_keeps_matching_rows_in_the_order_of_the_words():
+    table = mnist_table.rows()
+    picked = [row[0] for row in mnist_table.selected(table, ["diffflow", "pc", "mnist-wgangp"])]
+    assert picked[:5] == [f"diffflow lambda={lam:g} mnist-diffflow" for lam in mnist_table.LAMBDAS]
+    assert picked[5] == "pc mnist-edm"
+    assert picked[6:] == ["gan mnist-wgangp", "ddls mnist-wgangp (its own discriminator)"]  # table order within a word
+    assert [row[0] for row in mnist_table.selected(table, None)] == [row[0] for row in table]
+    assert mnist_table.selected(table, ["nothing"]) == []
