@@ -247,6 +247,21 @@ def test_diffflow_discriminator_round_trip_sample_and_resume(tmp_path, cli, fami
     assert cli(*base, "--steps", "5", "--resume", "-o", tmp_path / "part")[0] == 0
     a, b = _weights(tmp_path / "full"), _weights(tmp_path / "part")
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-6
+    # --init continues from a trained discriminator: its weights (one step of a vanishing lr keeps them) and its grid
+    grid_free = [x for x in base if x not in ("--n-steps", "6", "--sigma-min", "0.05", "--sigma-max", "5")]
+    assert len(grid_free) == len(base) - 6
+    code, _, err = cli(*grid_free, "--init", tmp_path / "full", "--steps", "1", "--lr", "1e-20", "-o", tmp_path / "ini")
+    assert code == 0, err
+    c = _weights(tmp_path / "ini")
+    assert max(float((a[k] - c[k]).abs().max()) for k in a) <= 1e-7
+    cfg2 = load_component(str(tmp_path / "ini"), "discriminator").config
+    assert cfg2["time"]["sigmas"] == t["sigmas"] and cfg2["objective"]["init"]
+    code, _, err = cli(*grid_free, "--init", tmp_path / "full", "--n-steps", "7", "--steps", "1", "-o", tmp_path / "x")
+    assert code == 2 and "has 6 noise levels" in err
+    other = "kl" if family == "ve" else "ve"
+    code, _, err = cli(*[other if x == family else x for x in grid_free], "--score", "toy:pentagon", "--init",
+                       tmp_path / "full", "--steps", "1", "-o", tmp_path / "y")
+    assert code == 2 and f"is a --family {family} discriminator" in err
 
 
 def test_ve_lam_fakes_are_states_of_the_l_sampler_with_the_current_discriminator(tmp_path, cli):

@@ -23,6 +23,7 @@ The checkpoint's config is what :func:`gpmcli.fields.discriminator.discriminator
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -81,14 +82,21 @@ class DiffFlowDiscTrainer(RoleTrainer):
             self.score_ref = comp.ref
         elif self.family == "ve":
             raise UsageError("--family ve trains against the l = 1 sampler: pass --score REF (a score checkpoint)")
-        smin = a["sigma_min"] or (self.den.sigma_min if self.den is not None else 0.01)
-        smax = a["sigma_max"] or (self.den.sigma_max if self.den is not None else 10.0)
-        if not 0 < smin < smax:
-            raise UsageError("--sigma-min must be positive and below --sigma-max")
-        n = a["n_steps"]
-        if n < 2:
-            raise UsageError("--n-steps must be >= 2")
-        self.sigmas = edm_sigmas(n, smin, smax, a["rho"], append_zero=False).tolist()
+        init = self._init_component(a, dev) if a["init"] else None
+        if init is not None:  # the grid is the one the network was trained on
+            t = init.config["time"]
+            self.sigmas = [float(v) for v in t["sigmas"] if float(v) > 0]
+            self.rho = float(t.get("rho", a["rho"]))
+        else:
+            smin = a["sigma_min"] or (self.den.sigma_min if self.den is not None else 0.01)
+            smax = a["sigma_max"] or (self.den.sigma_max if self.den is not None else 10.0)
+            if not 0 < smin < smax:
+                raise UsageError("--sigma-min must be positive and below --sigma-max")
+            n = 64 if a["n_steps"] is None else a["n_steps"]
+            if n < 2:
+                raise UsageError("--n-steps must be >= 2")
+            self.sigmas = edm_sigmas(n, smin, smax, a["rho"], append_zero=False).tolist()
+            self.rho = a["rho"]
         sd = a["sigma_data"] or (self.den.sigma_data if self.den is not None else 0.5)
         self.sigma_data = float(sd)
         if a["fake"] == "samples" and self.family != "ve":
@@ -108,11 +116,42 @@ class DiffFlowDiscTrainer(RoleTrainer):
             if a["eta"] <= 0:
                 raise UsageError("--eta must be positive")
             self.etas = [a["eta"] * s**2 for s in self.sigmas]
-        self.net, self.arch = build_disc_net(tuple(data.shape), a, self.sigma_data)
+        if init is not None:
+            if init.config.get("time", {}).get("prior_std") and not a["prior_std"]:
+                self.prior_std = float(init.config["time"]["prior_std"])
+            self.net, self.arch = copy.deepcopy(init.module).train().requires_grad_(True), init.config["arch"]
+            self.init_ref = init.ref
+        else:
+            self.net, self.arch = build_disc_net(tuple(data.shape), a, self.sigma_data)
+            self.init_ref = None
         self.net.to(dev)
         self.opt = self.ctx.adam(self.net.parameters(), betas=(a["beta1"], 0.999))
         self.pool = None  # (n_steps, P, *shape) particles before each step, or (P, *shape) final samples
         self.pool_step = -1
+
+    def _init_component(self, a, dev):
+        """``--init REF``: a DiffFlow discriminator of this family and data shape, to continue training (its grid and
+        architecture are kept; grid options that disagree with them are refused)."""
+        from gpmcli.refs import parse_ref
+
+        comp = parse_ref(a["init"]).component("discriminator", device=dev)
+        t = comp.config.get("time") or {}
+        if t.get("kind") != "sigma" or comp.config.get("output") != "logit" or not t.get("sigmas"):
+            raise UsageError(f"--init {a['init']}: not a DiffFlow discriminator (a noise-conditioned logit with a "
+                             "sigma grid in its config)")
+        if t.get("family") != self.family:
+            raise UsageError(f"--init {a['init']} is a --family {t.get('family')} discriminator, this run is "
+                             f"--family {self.family}")
+        if comp.data_shape and tuple(comp.data_shape) != tuple(self.ctx.data.shape):
+            raise UsageError(f"--init {a['init']} is for data of shape {list(comp.data_shape)}, the data has "
+                             f"{list(self.ctx.data.shape)}")
+        n = len([v for v in t["sigmas"] if float(v) > 0])
+        if a["n_steps"] is not None and a["n_steps"] != n:
+            raise UsageError(f"--init {a['init']} has {n} noise levels, not --n-steps {a['n_steps']} (the grid "
+                             "comes from --init: leave --n-steps out)")
+        if a["sigma_min"] or a["sigma_max"]:
+            raise UsageError("--sigma-min/--sigma-max do not go with --init (the grid comes from --init)")
+        return comp
 
     def modules(self):
         return {"net": self.net}
@@ -235,7 +274,7 @@ class DiffFlowDiscTrainer(RoleTrainer):
     def exports(self):
         a = self.args
         time = {"kind": "sigma", "family": self.family, "sigmas": [float(s) for s in self.sigmas],
-                "n_steps": len(self.sigmas), "prior_std": self.prior_std, "rho": a["rho"]}
+                "n_steps": len(self.sigmas), "prior_std": self.prior_std, "rho": self.rho}
         if self.etas is not None:
             time["etas"] = [float(e) for e in self.etas]
             time["eta"] = a["eta"]
@@ -251,7 +290,7 @@ class DiffFlowDiscTrainer(RoleTrainer):
                 else "states of the l = 0 flow with the current discriminator"),
                 "lambda": self.lam if self.family == "ve" else 0.0,
                 "score": getattr(self, "score_ref", None), "pool": a["pool"], "refresh_every": a["refresh_every"],
-                "gp": a["gp"]},
+                "gp": a["gp"], **({"init": self.init_ref} if self.init_ref else {})},
         })}
 
     def card(self, name, config):
@@ -269,7 +308,7 @@ register_role(RoleSpec("discriminator:diffflow", DiffFlowDiscTrainer,
                        "logistic sigma-conditioned discriminator for DiffFlow (ALGORITHMS.md section 5)", options=[
     Opt("family", str, "ve", "ve (particles of the l = 1 sampler) | kl (the l = 0 flow)", ("ve", "kl")),
     Opt("score", str, None, "score checkpoint (required for ve): registry name, directory, hf: or toy:"),
-    Opt("n_steps", int, 64, "number of noise levels of the flow (the sampler's steps)"),
+    Opt("n_steps", int, None, "number of noise levels of the flow (the sampler's steps; default 64)"),
     Opt("sigma_min", float, None, "smallest noise level (default: the score checkpoint's)"),
     Opt("sigma_max", float, None, "largest noise level (default: the score checkpoint's)"),
     Opt("rho", float, 7.0, "EDM rho of the noise grid"),
@@ -292,5 +331,7 @@ register_role(RoleSpec("discriminator:diffflow", DiffFlowDiscTrainer,
     Opt("sim_batch", int, 512, "batch size of the simulation"),
     Opt("gp", float, 0.0, "zero-centred gradient penalty weight on noised real data"),
     Opt("beta1", float, 0.5, "Adam beta1"),
+    Opt("init", str, None, "start from this DiffFlow discriminator (registry name, directory or hf:): its weights, "
+        "architecture and noise grid (--arch/--ch/--mults/--n-steps/--sigma-min/--sigma-max are then not used)"),
     Opt("eval_pool", int, 256, "fresh trajectories for the held-out accuracy per sigma band in the card (0: none)"),
 ]))
