@@ -76,10 +76,8 @@ def main() -> int:
                     opt = torch.optim.Adam(m.parameters(), 1e-5)
 
                     def fn(m=m, opt=opt, what=what):
-                        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if what == "bf16" else torch.no_grad()
-                        if what == "fp32":
-                            ctx = torch.enable_grad()
-                        with ctx:
+                        bf16 = what == "bf16"
+                        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                             loss = m(xt, sigt).float().square().mean()
                         opt.zero_grad()
                         loss.backward()

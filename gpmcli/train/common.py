@@ -66,7 +66,7 @@ class Loop:
         self.trainer.setup()
         if self.opts.precision == "fp32" or self.device.type == "cuda":
             # conv networks train in channels_last (the layout the CPU and GPU kernels use natively; in place, so the
-            # optimisers keep their parameters). On CPU it speeds an fp32 step up (the MNIST UNet's 1.16x at batch
+            # optimisers keep their parameters). On CPU it speeds an fp32 step up (the MNIST UNet's 1.16x-1.23x at batch
             # 128 on 2 cores, benchmarks/layout.py) but not a bf16 one, which stays in NCHW. Checkpoints are saved
             # contiguous.
             for module in self.trainer.modules().values():
