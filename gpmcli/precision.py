@@ -16,7 +16,8 @@ exponent gains nothing there over bf16.
 Convolutional networks run in ``channels_last`` memory format on every device (``$GPM_CHANNELS_LAST=0`` turns it off):
 oneDNN's and cuDNN's native layout, no reorders between layers. On 2 CPU cores the shipped MNIST UNet's forward pass
 at the 16-row CPU chunk is 1.02x to 1.14x faster, a fp32 training step 1.16x to 1.23x (``python benchmarks/layout.py``;
-``benchmarks/mnist_default.py --compare-layout`` times whole commands both ways: ``edm`` 1.17x). Only float rounding changes (about 1e-6 relative).
+``benchmarks/mnist_default.py --compare-layout`` times whole commands both ways: ``edm`` 1.17x). Only float rounding
+changes (about 1e-6 relative).
 """
 
 from __future__ import annotations

@@ -288,7 +288,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pick-n", type=int, default=2000)
     ap.add_argument("--table-n", type=int, default=10000)
     ap.add_argument("--table-batch", type=int, default=2000)
-    ap.add_argument("--table-rows", nargs="*", default=["diffflow", "langevin", "ancestral", "ode", "pc", "ddls", "edm"],
+    ap.add_argument("--table-rows", nargs="*",
+                    default=["diffflow", "langevin", "ancestral", "ode", "pc", "ddls", "edm"],
                     help="mnist_table.py --only words, run in this order (default: the rows the 28x28-frame table "
                          "still lacks at N = 10,000 first; discr-flow, score-gan and gan are measured on CPU)")
     ap.add_argument("--reserve-after-score", type=float, default=300.0)
