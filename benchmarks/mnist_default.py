@@ -1,12 +1,13 @@
 """Time the shipped MNIST defaults the way a user runs them: 64 samples from a fresh `gpm sample` process.
 
-    python benchmarks/mnist_default.py [--threads 2] [--kinds diffflow,edm,gan] [--compare-layout]
+    python benchmarks/mnist_default.py [--threads 2] [--kinds diffflow,edm,gan] [--compare-layout | --compare-malloc]
 
 For each kind it runs `gpm sample --model KIND -n 64 [--lambda 0.5 for diffflow]` in a new process (interpreter
 start-up, checkpoint loading and writing included) and prints the whole command's wall time and the sampling phase
 from run.json. The acceptance bar for the default bundles is under a minute for 64 samples on 2 CPU cores.
 With --compare-layout each command also runs with GPM_CHANNELS_LAST=0 (conv networks in the contiguous NCHW layout
-instead of channels_last), the two alternated, and the sampling-phase ratio is printed.
+instead of channels_last), with --compare-malloc with GPM_MALLOC_TUNE=0 (glibc's malloc thresholds as they come, see
+gpmcli/hostmem.py); the two settings alternate and the ratios are printed.
 """
 
 from __future__ import annotations
@@ -30,22 +31,28 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=64)
     ap.add_argument("--compare-layout", action="store_true",
                     help="also run each command with GPM_CHANNELS_LAST=0 and print the sampling-time ratio")
+    ap.add_argument("--compare-malloc", action="store_true",
+                    help="also run each command with GPM_MALLOC_TUNE=0 (glibc malloc as it comes) and print the ratio")
     a = ap.parse_args()
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), PYTHONPATH=str(ROOT))
-    print(f"{'command':<48} {'layout':<14} {'wall s':>8} {'sampling s':>11} {'NFE':>5}  bar 60 s")
+    knob, names = ("GPM_MALLOC_TUNE", {"1": "malloc tuned", "0": "malloc as is"}) if a.compare_malloc else (
+        "GPM_CHANNELS_LAST", {"1": "channels_last", "0": "NCHW"})
+    both = a.compare_layout or a.compare_malloc
+    print(f"{'command':<48} {'setting':<14} {'wall s':>8} {'sampling s':>11} {'NFE':>5}  bar 60 s")
     for kind in a.kinds.split(","):
         extra = ["--lambda", "0.5"] if kind == "diffflow" else []
         label = f"gpm sample --model {kind} -n {a.n} {' '.join(extra)}".strip()
-        layouts = ["1", "0", "1", "0"] if a.compare_layout else ["1"]  # alternated: drift hits both alike
+        settings = ["1", "0", "1", "0"] if both else ["1"]  # alternated: drift hits both alike
         times: dict[str, list[float]] = {"0": [], "1": []}
-        for cl in layouts:
-            wall, sampling, nfe = _run(kind, a.n, extra, dict(env, GPM_CHANNELS_LAST=cl))
-            times[cl].append(sampling)
-            name = "channels_last" if cl == "1" else "NCHW"
-            print(f"{label:<48} {name:<14} {wall:>8.1f} {sampling:>11.1f} {nfe:>5}  {'ok' if wall < 60 else 'OVER'}")
-        if a.compare_layout:
-            print(f"{label:<48} sampling NCHW / channels_last: {min(times['0']) / min(times['1']):.2f}x "
-                  "(best of 2 each)")
+        walls: dict[str, list[float]] = {"0": [], "1": []}
+        for v in settings:
+            wall, sampling, nfe = _run(kind, a.n, extra, dict(env, **{knob: v}))
+            times[v].append(sampling)
+            walls[v].append(wall)
+            print(f"{label:<48} {names[v]:<14} {wall:>8.1f} {sampling:>11.1f} {nfe:>5}  {'ok' if wall < 60 else 'OVER'}")
+        if both:
+            print(f"{label:<48} {names['0']} / {names['1']}: sampling {min(times['0']) / min(times['1']):.2f}x, "
+                  f"whole command {min(walls['0']) / min(walls['1']):.2f}x (best of 2 each)")
     return 0
 
 

@@ -7,6 +7,9 @@ import sys
 
 
 def main() -> None:
+    from gpmcli.hostmem import tune_malloc
+
+    tune_malloc()
     try:
         from gpmcli.cli import app
     except KeyboardInterrupt:

@@ -291,4 +291,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from gpmcli.hostmem import tune_malloc
+
+    tune_malloc()  # as the gpm command does: reuse activation buffers (gpmcli/hostmem.py)
     raise SystemExit(main())

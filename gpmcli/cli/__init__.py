@@ -20,6 +20,9 @@ from gpmcli.cli.base import (  # noqa: F401  (the names the console script and c
 
 
 def main() -> None:
+    from gpmcli.hostmem import tune_malloc
+
+    tune_malloc()  # the process is gpm's own (python -m gpmcli): reuse activation buffers, see gpmcli/hostmem.py
     code: int | str | None = 0
     try:
         app(prog_name="gpm")
