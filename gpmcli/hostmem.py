@@ -2,11 +2,11 @@
 
 A network evaluated on CPU allocates and frees the same few-MB activation buffers at every call. glibc's default
 malloc gives large blocks back to the kernel (``mmap``/``munmap``, heap trimming) and takes them again at the next
-call, so every call pays page faults: on 2 cores, 256 `edm` samples of `mnist-edm` spent 9 of 77 CPU-seconds in the
-kernel. :func:`tune_malloc` raises the mmap threshold to glibc's maximum (32 MiB) and the trim threshold to 512 MiB,
-so the buffers are reused: the same run then takes 0.4 s of kernel time and 1.3x less wall time
+call, so every call pays page faults: on 2 cores, 256 `edm` samples of `mnist-edm` spent 11.5 of 87 CPU-seconds in
+the kernel. :func:`tune_malloc` raises the mmap threshold to glibc's maximum (32 MiB) and the trim threshold to
+512 MiB, so the buffers are reused: the same run then takes 0.5 s of kernel time and 1.3x less wall time
 (``python benchmarks/mnist_default.py --compare-malloc -n 256 --kinds edm``; at 64 samples the difference is within
-noise), for about 60 MB more peak resident memory (benchmarks/README.md). ``GPM_MALLOC_TUNE=0``, or setting
+noise), for 14 MB more peak resident memory there (benchmarks/README.md). ``GPM_MALLOC_TUNE=0``, or setting
 ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` yourself, leaves malloc as it is.
 """
 
