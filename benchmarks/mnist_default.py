@@ -49,7 +49,8 @@ def main() -> int:
             wall, sampling, nfe = _run(kind, a.n, extra, dict(env, **{knob: v}))
             times[v].append(sampling)
             walls[v].append(wall)
-            print(f"{label:<48} {names[v]:<14} {wall:>8.1f} {sampling:>11.1f} {nfe:>5}  {'ok' if wall < 60 else 'OVER'}")
+            bar = "ok" if wall < 60 else "OVER"
+            print(f"{label:<48} {names[v]:<14} {wall:>8.1f} {sampling:>11.1f} {nfe:>5}  {bar}")
         if both:
             print(f"{label:<48} {names['0']} / {names['1']}: sampling {min(times['0']) / min(times['1']):.2f}x, "
                   f"whole command {min(walls['0']) / min(walls['1']):.2f}x (best of 2 each)")
