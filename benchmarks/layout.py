@@ -5,7 +5,8 @@
 For the score UNet and the DiffFlow discriminator of `mnist-diffflow` it times, in both memory layouts and
 alternately (so drift hits both alike): a forward pass at the sampler's CPU chunk (`--batch`, 16 rows as
 `gpmcli.precision.net_chunk` uses), the discriminator's input gradient (what DiffFlow needs per level), and one fp32
-and one bf16 Adam training step at `--train-batch`. Prints best-of-`--repeat` seconds and NCHW / channels_last.
+and one bf16 Adam training step at `--train-batch`. Each layout is timed twice, alternately, `--repeat` // 2 calls
+each time; prints the best call's seconds per layout and NCHW / channels_last.
 """
 
 from __future__ import annotations

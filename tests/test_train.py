@@ -250,12 +250,14 @@ def test_diffflow_discriminator_round_trip_sample_and_resume(tmp_path, cli, fami
     # --init continues from a trained discriminator: its weights (one step of a vanishing lr keeps them) and its grid
     grid_free = [x for x in base if x not in ("--n-steps", "6", "--sigma-min", "0.05", "--sigma-max", "5")]
     assert len(grid_free) == len(base) - 6
-    code, _, err = cli(*grid_free, "--init", tmp_path / "full", "--steps", "1", "--lr", "1e-20", "-o", tmp_path / "ini")
+    code, _, err = cli(*grid_free, "--init", tmp_path / "full", "--steps", "1", "--lr", "1e-20", "--eta", "0.7",
+                       "-o", tmp_path / "ini")
     assert code == 0, err
     c = _weights(tmp_path / "ini")
     assert max(float((a[k] - c[k]).abs().max()) for k in a) <= 1e-7
     cfg2 = load_component(str(tmp_path / "ini"), "discriminator").config
     assert cfg2["time"]["sigmas"] == t["sigmas"] and cfg2["objective"]["init"]
+    assert cfg2["time"].get("etas") == t.get("etas")  # kl: the step sizes come from --init too, not from --eta
     code, _, err = cli(*grid_free, "--init", tmp_path / "full", "--n-steps", "7", "--steps", "1", "-o", tmp_path / "x")
     assert code == 2 and "has 6 noise levels" in err
     other = "kl" if family == "ve" else "ve"

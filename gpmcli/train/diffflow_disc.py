@@ -92,10 +92,14 @@ class DiffFlowDiscTrainer(RoleTrainer):
             self.prior_std = float(a["prior_std"] or math.sqrt(self.sigmas[0] ** 2 + self.sigma_data**2))
             if a["eta"] <= 0:
                 raise UsageError("--eta must be positive")
+            self.eta = a["eta"]
             self.etas = [a["eta"] * s**2 for s in self.sigmas]
-        if init is not None:
-            if init.config.get("time", {}).get("prior_std") and not a["prior_std"]:
-                self.prior_std = float(init.config["time"]["prior_std"])
+        if init is not None:  # the whole time variable comes from --init: prior, and for kl the step sizes
+            t = init.config["time"]
+            if t.get("prior_std") and not a["prior_std"]:
+                self.prior_std = float(t["prior_std"])
+            if self.etas is not None and t.get("etas"):
+                self.eta, self.etas = t.get("eta", self.eta), [float(e) for e in t["etas"]][:len(self.sigmas)]
             self.net, self.arch = copy.deepcopy(init.module).train().requires_grad_(True), init.config["arch"]
             self.init_ref = init.ref
         else:
@@ -230,7 +234,7 @@ class DiffFlowDiscTrainer(RoleTrainer):
                 "n_steps": len(self.sigmas), "prior_std": self.prior_std, "rho": self.rho}
         if self.etas is not None:
             time["etas"] = [float(e) for e in self.etas]
-            time["eta"] = a["eta"]
+            time["eta"] = self.eta
         return {"": ("net", {
             "role": "discriminator", "arch": self.arch, "output": "logit", "loss": "vanilla", "real": "high",
             "time": time,
@@ -285,6 +289,7 @@ register_role(RoleSpec("discriminator:diffflow", DiffFlowDiscTrainer,
     Opt("gp", float, 0.0, "zero-centred gradient penalty weight on noised real data"),
     Opt("beta1", float, 0.5, "Adam beta1"),
     Opt("init", str, None, "start from this DiffFlow discriminator (registry name, directory or hf:): its weights, "
-        "architecture and noise grid (--arch/--ch/--mults/--n-steps/--sigma-min/--sigma-max are then not used)"),
+        "architecture and noise grid, for kl its step sizes (--arch/--ch/--mults/--n-steps/--sigma-min/--sigma-max/--eta are "
+        "then not used)"),
     Opt("eval_pool", int, 256, "fresh trajectories for the held-out accuracy per sigma band in the card (0: none)"),
 ]))

@@ -53,4 +53,3 @@ def init_component(a: dict, family: str, shape: tuple[int, ...], dev):
     if a["sigma_min"] or a["sigma_max"]:
         raise UsageError("--sigma-min/--sigma-max do not go with --init (the grid comes from --init)")
     return comp
-
